@@ -1,0 +1,21 @@
+# SPEC stage 2: percentile clipping to [0, 1] and the 8-bit image the radiomics use.
+
+
+rule normalize_flair:
+    input:
+        "results/nifti/{subject}/flair.nii.gz",
+    output:
+        flair="results/normalized/{subject}/flair.nii.gz",
+        flair_u8="results/normalized/{subject}/flair_u8.nii.gz",
+    log:
+        "logs/normalize/{subject}.log",
+    params:
+        lower_percentile=config["normalize"]["lower_percentile"],
+        upper_percentile=config["normalize"]["upper_percentile"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/imaging.yaml"
+    script:
+        "../scripts/normalize_flair.py"
