@@ -1,0 +1,622 @@
+"""Fold tables, training stability (SDD) and paired tests: Tables 1-4 (SPEC stage 9).
+
+The statistical conventions are the paper's, fixed by the SPEC:
+
+- a fold's score is the mean over its test subjects; Tables 1 and 3 report the mean and the
+  *population* standard deviation (``ddof=0``) of the fold scores;
+- MRI and MRI+radiomics are compared with the two-sided Wilcoxon signed-rank test over paired
+  per-subject (or, optionally, per-slice) values, Bonferroni-adjusted for the three metrics;
+- training stability is the SDD of each validation-Dice curve (Equations 4-5), compared over
+  the paired folds with the same test (one test per model, not adjusted).
+
+Every table is a :class:`pandas.DataFrame` whose numeric columns stay numeric (CSV for
+machines); :func:`summary_display_table` and friends give the paper-style text version.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy import stats as scipy_stats
+
+METRICS = ("dice", "precision", "sensitivity")
+METRIC_LABELS = {"dice": "Dice score", "precision": "Precision", "sensitivity": "Sensitivity"}
+INPUT_LABELS = {"mri": "MRI", "mri_radiomics": "MRI+radiomics"}
+MODEL_LABELS = {"resnext_unet": "ResNeXt-UNet", "attention_unet": "Attention U-Net"}
+PAIRED_UNIT_KEYS = {"subject": ("subject",), "slice": ("subject", "slice")}
+SUBJECT_COLUMNS = ("subject", "fold", *METRICS)
+SLICE_COLUMNS = ("subject", "fold", "slice", *METRICS)
+HISTORY_COLUMNS = ("epoch", "val_dice")
+ZERO_METHODS = ("wilcox", "pratt", "zsplit")
+
+
+class SignedRankResult(NamedTuple):
+    """Outcome of :func:`wilcoxon_signed_rank`."""
+
+    statistic: float
+    """min(R+, R-), the two-sided signed-rank statistic (scipy's convention)."""
+    pvalue: float
+    """Two-sided p-value, in [0, 1]."""
+    n_pairs: int
+    """Number of pairs tested."""
+    n_nonzero: int
+    """Pairs whose difference is not zero."""
+    method: str
+    """How the p-value was computed: exact, permutation, asymptotic or all-zero."""
+
+
+def _finite_vector(values: ArrayLike, name: str, *, min_size: int = 1) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array, got shape {array.shape}")
+    if array.size < min_size:
+        raise ValueError(f"{name}: expected at least {min_size} value(s), got {array.size}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: expected finite values, got {np.count_nonzero(~np.isfinite(array))} NaN/inf")
+    return array
+
+
+def population_sd(values: ArrayLike) -> float:
+    """Population standard deviation (``ddof=0``) of a 1-D sample.
+
+    Parameters
+    ----------
+    values : array_like, shape (n,)
+        Finite values, at least one.
+
+    Returns
+    -------
+    sd : float
+        ``sqrt(mean((x - mean(x))**2))``.
+
+    Notes
+    -----
+    The paper's "mean ± SD across the six folds" is this population SD: Table 2's MRI row
+    (0.67, 0.60, 0.74, 0.68, 0.69, 0.69) gives 0.041 as Table 1 reports; ``ddof=1`` would
+    give 0.045. Equation 4 (SDD) uses the same convention.
+    """
+    return float(np.std(_finite_vector(values, "values"), ddof=0))
+
+
+def standard_deviation_of_derivatives(val_scores: ArrayLike) -> float:
+    """SDD of a validation curve: the population SD of its epoch-to-epoch changes.
+
+    Parameters
+    ----------
+    val_scores : array_like, shape (n_epochs,)
+        Validation score after each epoch, in epoch order, at least two.
+
+    Returns
+    -------
+    sdd : float
+        ``population_sd(d)`` with ``d_i = v_i - v_(i-1)``, ``i = 1 .. n_epochs - 1``.
+
+    Notes
+    -----
+    Equations 4-5 of the paper: ``d_i = val_score_i - val_score_(i-1)`` and
+    ``SDD = sqrt(1/N sum (d_i - mean(d))**2)``, N being the number of differences. A smooth
+    curve (constant slope) has SDD 0; a jagged one a large SDD.
+
+    References
+    ----------
+    Integrating Radiomics with Deep Learning Enhances Multiple Sclerosis Lesion Delineation,
+    Equations 4 and 5.
+    """
+    scores = _finite_vector(val_scores, "val_scores", min_size=2)
+    return float(np.std(np.diff(scores), ddof=0))
+
+
+def bonferroni_adjust(p_values: ArrayLike, *, n_tests: int | None = None) -> np.ndarray:
+    """Bonferroni-adjusted p-values, capped at 1.
+
+    Parameters
+    ----------
+    p_values : array_like
+        Raw p-values in [0, 1].
+    n_tests : int, optional
+        Number of comparisons in the family; default the number of p-values given (Tables 1
+        and 3: the three metrics).
+
+    Returns
+    -------
+    adjusted : ndarray
+        ``min(1, n_tests * p)`` elementwise, same shape as ``p_values``.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        raise ValueError("p_values: expected at least one p-value, got none")
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"p_values: expected values in [0, 1], got {p.tolist()}")
+    n = p.size if n_tests is None else int(n_tests)
+    if n < 1:
+        raise ValueError(f"n_tests: expected a positive integer, got {n_tests}")
+    return np.minimum(p * n, 1.0)
+
+
+def wilcoxon_signed_rank(
+    baseline: ArrayLike,
+    fusion: ArrayLike,
+    *,
+    zero_method: str = "wilcox",
+    exact_max_n: int = 50,
+    permutation_max_n: int = 13,
+) -> SignedRankResult:
+    """Two-sided Wilcoxon signed-rank test of paired values, with explicit small-sample rules.
+
+    Parameters
+    ----------
+    baseline, fusion : array_like, shape (n,)
+        Paired finite values (MRI and MRI+radiomics), at least one pair.
+    zero_method : {"wilcox", "pratt", "zsplit"}
+        Treatment of zero differences (scipy's names). "wilcox" (default) drops them before
+        ranking, as Wilcoxon's classic test and R's ``wilcox.test`` do.
+    exact_max_n : int
+        Largest sample (after dropping zeros for "wilcox") tested with the exact null
+        distribution when it has no ties and no zeros.
+    permutation_max_n : int
+        Largest sample with ties or zeros tested by enumerating all ``2**n`` sign flips.
+
+    Returns
+    -------
+    result : SignedRankResult
+        Statistic ``min(R+, R-)``, p-value, pair counts and the method used.
+
+    Notes
+    -----
+    Differences are ``fusion - baseline``. The p-value method is chosen here, not left to
+    scipy's ``method="auto"`` (whose rules changed across releases):
+
+    - every difference zero: no evidence of a difference, ``p = 1`` (method "all-zero");
+    - n <= ``exact_max_n`` without ties or zeros: exact null distribution ("exact"). For six
+      folds the smallest two-sided p is ``2 / 2**6 = 0.03125`` (the paper's SDD p = 0.03);
+    - ties or zeros and n <= ``permutation_max_n``: exact enumeration of all sign flips
+      (scipy's ``PermutationMethod``; with ``2**13 < 9999`` resamples it is deterministic);
+    - otherwise the normal approximation with the tie-corrected variance and no continuity
+      correction ("asymptotic").
+
+    With "wilcox" the zeros are removed first, so "n" counts the non-zero differences; the
+    exact enumeration over the remaining pairs equals the classic test. "pratt" ranks the
+    zeros and then discards them; "zsplit" splits their ranks between R+ and R-.
+
+    References
+    ----------
+    Wilcoxon F. Individual comparisons by ranking methods. Biometrics Bulletin 1945; 1:80-83.
+    """
+    if zero_method not in ZERO_METHODS:
+        raise ValueError(f"zero_method: expected one of {ZERO_METHODS}, got {zero_method!r}")
+    x = _finite_vector(baseline, "baseline")
+    y = _finite_vector(fusion, "fusion")
+    if x.shape != y.shape:
+        raise ValueError(f"baseline and fusion must pair up: got {x.size} and {y.size} values")
+    differences = y - x
+    n_pairs = differences.size
+    nonzero = differences[differences != 0]
+    if nonzero.size == 0:
+        return SignedRankResult(0.0, 1.0, n_pairs, 0, "all-zero")
+    tested = nonzero if zero_method == "wilcox" else differences
+    has_zeros = tested.size > nonzero.size
+    has_ties = np.unique(np.abs(nonzero)).size < nonzero.size
+    if tested.size <= exact_max_n and not (has_ties or has_zeros):
+        method, scipy_method = "exact", "exact"
+    elif tested.size <= permutation_max_n:
+        method = "permutation"
+        scipy_method = scipy_stats.PermutationMethod(n_resamples=2**tested.size)
+    else:
+        method, scipy_method = "asymptotic", "asymptotic"
+    result = scipy_stats.wilcoxon(
+        tested,
+        zero_method=zero_method,
+        correction=False,
+        alternative="two-sided",
+        method=scipy_method,
+    )
+    pvalue = float(np.clip(result.pvalue, 0.0, 1.0))
+    return SignedRankResult(float(result.statistic), pvalue, n_pairs, int(nonzero.size), method)
+
+
+def read_metric_tables(paths: Sequence[str | os.PathLike], *, required: Sequence[str] = SUBJECT_COLUMNS) -> pd.DataFrame:
+    """Concatenate evaluation TSVs (``subjects.tsv`` or ``slices.tsv`` of several folds).
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Tab-separated files with a header row.
+    required : sequence of str
+        Columns each file must have.
+
+    Returns
+    -------
+    table : DataFrame
+        The rows of all files, in order, ``subject`` as str and ``fold`` as int.
+    """
+    if not paths:
+        raise ValueError("paths: expected at least one evaluation table, got none")
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path, sep="\t", dtype={"subject": str})
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise ValueError(f"file '{path}': missing column(s) {missing}; it has {list(frame.columns)}")
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    if "fold" in table.columns:
+        table["fold"] = table["fold"].astype(int)
+    return table
+
+
+def read_histories(paths: Sequence[str | os.PathLike], runs: Sequence[Mapping[str, object]]) -> pd.DataFrame:
+    """Stack training histories with the run each came from.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        ``history.tsv`` files (one row per epoch, at least ``epoch`` and ``val_dice``).
+    runs : sequence of mapping
+        For each path, the run's ``model``, ``input`` and ``fold``.
+
+    Returns
+    -------
+    histories : DataFrame
+        Columns ``model``, ``input``, ``fold`` and the history's own columns, one row per
+        epoch of every run.
+    """
+    if len(paths) != len(runs):
+        raise ValueError(f"expected one run description per history file, got {len(paths)} files and {len(runs)} runs")
+    frames = []
+    for path, run in zip(paths, runs):
+        frame = pd.read_csv(path, sep="\t")
+        missing = [c for c in HISTORY_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"file '{path}': missing column(s) {missing}; it has {list(frame.columns)}")
+        frames.append(frame.assign(model=str(run["model"]), input=str(run["input"]), fold=int(run["fold"])))
+    histories = pd.concat(frames, ignore_index=True)
+    return histories[["model", "input", "fold", *[c for c in histories.columns if c not in ("model", "input", "fold")]]]
+
+
+def _check_columns(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; it has {list(table.columns)}")
+
+
+def fold_means(subjects: pd.DataFrame, *, metric: str = "dice", folds: Sequence[int] | None = None) -> pd.Series:
+    """Mean of a per-subject metric over the test subjects of each fold.
+
+    Parameters
+    ----------
+    subjects : DataFrame
+        One row per test subject with columns ``fold`` and ``metric``.
+    metric : str
+        The column to average.
+    folds : sequence of int, optional
+        The folds expected (``1 .. k``); an error names any missing one. Default: the folds
+        present.
+
+    Returns
+    -------
+    means : Series
+        Indexed by fold (ascending). Subjects whose metric is NaN are left out of their
+        fold's mean; a fold with no finite value is an error.
+    """
+    _check_columns(subjects, ("fold", metric), "subjects")
+    means = subjects.groupby("fold")[metric].mean().sort_index()
+    if folds is not None:
+        missing = sorted(set(folds) - set(means.index))
+        extra = sorted(set(means.index) - set(folds))
+        if missing or extra:
+            raise ValueError(f"subjects: expected folds {list(folds)}, missing {missing}, unexpected {extra}")
+        means = means.loc[list(folds)]
+    empty = means.index[means.isna()].tolist()
+    if empty:
+        raise ValueError(f"subjects: no finite '{metric}' value in fold(s) {empty}")
+    return means
+
+
+def fold_dice_table(
+    subjects: Mapping[str, pd.DataFrame], *, metric: str = "dice", folds: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Tables 2 and 4: mean Dice of the test subjects in each fold, one row per input.
+
+    Parameters
+    ----------
+    subjects : mapping of str to DataFrame
+        Input name (``mri``, ``mri_radiomics``) -> per-subject evaluation rows of all folds.
+    metric : str
+        Per-subject column averaged (the paper: Dice).
+    folds : sequence of int, optional
+        The folds expected, ``1 .. k``.
+
+    Returns
+    -------
+    table : DataFrame
+        Columns ``input``, ``experiment`` (display name), ``fold1 .. foldk`` (float).
+    """
+    rows = []
+    for input_name, table in subjects.items():
+        means = fold_means(table, metric=metric, folds=folds)
+        row = {"input": input_name, "experiment": INPUT_LABELS.get(input_name, input_name)}
+        row.update({f"fold{fold}": float(value) for fold, value in means.items()})
+        rows.append(row)
+    if len({tuple(r) for r in rows}) > 1:
+        raise ValueError(f"inputs cover different folds: {[list(r)[2:] for r in rows]}")
+    return pd.DataFrame(rows)
+
+
+def paired_values(
+    baseline: pd.DataFrame, fusion: pd.DataFrame, *, metric: str, paired_unit: str = "subject"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Align two evaluation tables on their subjects (or slices) and return paired values.
+
+    Parameters
+    ----------
+    baseline, fusion : DataFrame
+        Per-subject (``subject``) or per-slice (``subject``, ``slice``) rows with ``metric``.
+    metric : str
+        Column to pair.
+    paired_unit : {"subject", "slice"}
+        Unit of pairing.
+
+    Returns
+    -------
+    baseline_values, fusion_values : ndarray
+        Values of the units present in both tables with a finite metric in both, sorted by
+        the unit key. Units present in only one table are an error (the inputs were
+        evaluated on the same subjects and slices).
+    """
+    if paired_unit not in PAIRED_UNIT_KEYS:
+        raise ValueError(f"paired_unit: expected one of {list(PAIRED_UNIT_KEYS)}, got {paired_unit!r}")
+    keys = list(PAIRED_UNIT_KEYS[paired_unit])
+    for name, table in (("baseline", baseline), ("fusion", fusion)):
+        _check_columns(table, [*keys, metric], name)
+        duplicated = table.duplicated(keys)
+        if duplicated.any():
+            raise ValueError(f"{name}: duplicate {paired_unit} rows {table.loc[duplicated, keys].values.tolist()[:5]}")
+    merged = baseline[[*keys, metric]].merge(
+        fusion[[*keys, metric]], on=keys, how="outer", suffixes=("_baseline", "_fusion"), indicator=True
+    )
+    unpaired = merged[merged["_merge"] != "both"]
+    if len(unpaired):
+        raise ValueError(
+            f"{len(unpaired)} {paired_unit}(s) evaluated for only one input, e.g. "
+            f"{unpaired[keys].values.tolist()[:5]}; both inputs must be evaluated on the same units"
+        )
+    merged = merged.sort_values(keys)
+    a = merged[f"{metric}_baseline"].to_numpy(dtype=np.float64)
+    b = merged[f"{metric}_fusion"].to_numpy(dtype=np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    return a[finite], b[finite]
+
+
+def mean_sd_text(mean: float, sd: float, *, digits: int = 3) -> str:
+    """``"0.680 ± 0.041"``: a mean and SD as the paper prints them."""
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def p_value_text(p: float, *, digits: int = 3) -> str:
+    """``"< 0.001"`` below 0.001, else the p-value to ``digits`` decimals."""
+    return "< 0.001" if p < 0.001 else f"{p:.{digits}f}"
+
+
+def metric_summary_table(
+    subjects: Mapping[str, pd.DataFrame],
+    paired: Mapping[str, pd.DataFrame] | None = None,
+    *,
+    metrics: Sequence[str] = METRICS,
+    paired_unit: str = "subject",
+    baseline: str = "mri",
+    fusion: str = "mri_radiomics",
+    folds: Sequence[int] | None = None,
+    zero_method: str = "wilcox",
+) -> pd.DataFrame:
+    """Tables 1 and 3: metrics as mean ± SD across fold means, with Bonferroni-adjusted p-values.
+
+    Parameters
+    ----------
+    subjects : mapping of str to DataFrame
+        Input name -> per-subject evaluation rows of all folds (``subject``, ``fold`` and the
+        metrics); must hold ``baseline`` and ``fusion``.
+    paired : mapping of str to DataFrame, optional
+        Input name -> the rows the test pairs (per-slice rows for ``paired_unit="slice"``).
+        Default: ``subjects``.
+    metrics : sequence of str
+        Metric columns, one table row each; also the Bonferroni family size.
+    paired_unit : {"subject", "slice"}
+        Unit of the paired test (config ``stats.paired_unit``).
+    baseline, fusion : str
+        The two inputs compared (MRI, MRI+radiomics).
+    folds : sequence of int, optional
+        Folds expected, ``1 .. k``.
+    zero_method : str
+        Passed to :func:`wilcoxon_signed_rank`.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per metric with columns ``metric``, ``{input}_mean``, ``{input}_sd``,
+        ``{input}_mean_sd`` for baseline then fusion, ``n_folds``, ``paired_unit``,
+        ``n_pairs``, ``n_nonzero``, ``wilcoxon_statistic``, ``wilcoxon_method``, ``p_value``
+        (raw) and ``p_bonferroni``.
+
+    Notes
+    -----
+    SPEC stage 9. Fold score = mean over the fold's test subjects (:func:`fold_means`);
+    mean and population SD (``ddof=0``) over the k fold scores. The test pairs each unit's
+    value under both inputs over all folds together (46 subjects in the paper); units with a
+    NaN metric under either input are dropped (``n_pairs`` counts the rest). p-values are
+    multiplied by ``len(metrics)`` and capped at 1.
+    """
+    paired = subjects if paired is None else paired
+    for name, mapping in (("subjects", subjects), ("paired", paired)):
+        missing = [i for i in (baseline, fusion) if i not in mapping]
+        if missing:
+            raise ValueError(f"{name}: expected tables for inputs {[baseline, fusion]}, missing {missing}")
+    rows = []
+    for metric in metrics:
+        row: dict[str, object] = {"metric": metric}
+        for input_name in (baseline, fusion):
+            means = fold_means(subjects[input_name], metric=metric, folds=folds)
+            mean, sd = float(means.mean()), population_sd(means.to_numpy())
+            row.update({f"{input_name}_mean": mean, f"{input_name}_sd": sd, f"{input_name}_mean_sd": mean_sd_text(mean, sd)})
+        row["n_folds"] = len(means)
+        a, b = paired_values(paired[baseline], paired[fusion], metric=metric, paired_unit=paired_unit)
+        if a.size == 0:
+            raise ValueError(f"no {paired_unit} has a finite '{metric}' under both inputs")
+        test = wilcoxon_signed_rank(a, b, zero_method=zero_method)
+        row.update(
+            paired_unit=paired_unit,
+            n_pairs=test.n_pairs,
+            n_nonzero=test.n_nonzero,
+            wilcoxon_statistic=test.statistic,
+            wilcoxon_method=test.method,
+            p_value=test.pvalue,
+        )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["p_bonferroni"] = bonferroni_adjust(table["p_value"].to_numpy(), n_tests=len(metrics))
+    return table
+
+
+def sdd_per_run(histories: pd.DataFrame, *, score: str = "val_dice") -> pd.DataFrame:
+    """SDD (Equations 4-5) of every training run's validation curve.
+
+    Parameters
+    ----------
+    histories : DataFrame
+        One row per epoch with ``model``, ``input``, ``fold``, ``epoch`` and ``score``
+        (:func:`read_histories`).
+    score : str
+        The validation score column.
+
+    Returns
+    -------
+    runs : DataFrame
+        Columns ``model``, ``input``, ``fold``, ``n_epochs``, ``sdd``, one row per run,
+        sorted by model, input and fold.
+    """
+    _check_columns(histories, ("model", "input", "fold", "epoch", score), "histories")
+    rows = []
+    for (model, input_name, fold), run in histories.groupby(["model", "input", "fold"], sort=True):
+        run = run.sort_values("epoch")
+        if run["epoch"].duplicated().any():
+            raise ValueError(f"history of {model}/{input_name}/fold{fold}: duplicate epochs")
+        try:
+            sdd = standard_deviation_of_derivatives(run[score].to_numpy())
+        except ValueError as error:
+            raise ValueError(f"history of {model}/{input_name}/fold{fold}: {error}") from None
+        rows.append({"model": model, "input": input_name, "fold": int(fold), "n_epochs": len(run), "sdd": sdd})
+    return pd.DataFrame(rows, columns=["model", "input", "fold", "n_epochs", "sdd"])
+
+
+def sdd_table(
+    runs: pd.DataFrame, *, baseline: str = "mri", fusion: str = "mri_radiomics", models: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``sdd.csv``: SDD per model and input as mean ± SD over folds, with the paired fold test.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        :func:`sdd_per_run` output.
+    baseline, fusion : str
+        The inputs compared.
+    models : sequence of str, optional
+        Row order; default the models in ``runs`` in sorted order.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per model: ``model``, ``{input}_mean``, ``{input}_sd``, ``{input}_mean_sd``
+        for baseline then fusion, ``n_folds``, ``n_nonzero``, ``wilcoxon_statistic``,
+        ``wilcoxon_method``, ``p_value``.
+
+    Notes
+    -----
+    Mean and population SD over the folds; two-sided Wilcoxon signed-rank test of the fold
+    SDDs paired by fold (six pairs in the paper, whose smallest possible exact p is 0.031).
+    One test per model, so no multiplicity adjustment.
+    """
+    _check_columns(runs, ("model", "input", "fold", "sdd"), "runs")
+    models = sorted(runs["model"].unique()) if models is None else list(models)
+    rows = []
+    for model in models:
+        per_input = {}
+        for input_name in (baseline, fusion):
+            values = runs[(runs["model"] == model) & (runs["input"] == input_name)].set_index("fold")["sdd"].sort_index()
+            if values.empty:
+                raise ValueError(f"runs: no SDD for model {model!r}, input {input_name!r}")
+            per_input[input_name] = values
+        if list(per_input[baseline].index) != list(per_input[fusion].index):
+            raise ValueError(
+                f"runs: model {model!r} has folds {list(per_input[baseline].index)} for {baseline} "
+                f"but {list(per_input[fusion].index)} for {fusion}"
+            )
+        row: dict[str, object] = {"model": model}
+        for input_name, values in per_input.items():
+            mean, sd = float(values.mean()), population_sd(values.to_numpy())
+            row.update({f"{input_name}_mean": mean, f"{input_name}_sd": sd, f"{input_name}_mean_sd": mean_sd_text(mean, sd, digits=3)})
+        test = wilcoxon_signed_rank(per_input[baseline].to_numpy(), per_input[fusion].to_numpy())
+        row.update(
+            n_folds=test.n_pairs,
+            n_nonzero=test.n_nonzero,
+            wilcoxon_statistic=test.statistic,
+            wilcoxon_method=test.method,
+            p_value=test.pvalue,
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_display_table(table: pd.DataFrame, *, baseline: str = "mri", fusion: str = "mri_radiomics") -> pd.DataFrame:
+    """Paper-style text of Tables 1 and 3: Metrics | MRI | MRI+radiomics | p-value."""
+    return pd.DataFrame(
+        {
+            "Metrics": [METRIC_LABELS.get(m, m) for m in table["metric"]],
+            INPUT_LABELS.get(baseline, baseline): table[f"{baseline}_mean_sd"],
+            INPUT_LABELS.get(fusion, fusion): table[f"{fusion}_mean_sd"],
+            "p-value (Bonferroni)": [p_value_text(p) for p in table["p_bonferroni"]],
+        }
+    )
+
+
+def fold_display_table(table: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+    """Paper-style text of Tables 2 and 4: Experiment | 1 | 2 | ... (fold means rounded)."""
+    fold_columns = [c for c in table.columns if c.startswith("fold")]
+    display = pd.DataFrame({"Experiment": table["experiment"]})
+    for column in fold_columns:
+        display[column.removeprefix("fold")] = [f"{v:.{digits}f}" for v in table[column]]
+    return display
+
+
+def sdd_display_table(table: pd.DataFrame, *, baseline: str = "mri", fusion: str = "mri_radiomics") -> pd.DataFrame:
+    """Text of ``sdd.csv``: Model | MRI | MRI+radiomics | p-value."""
+    return pd.DataFrame(
+        {
+            "Model": [MODEL_LABELS.get(m, m) for m in table["model"]],
+            INPUT_LABELS.get(baseline, baseline): table[f"{baseline}_mean_sd"],
+            INPUT_LABELS.get(fusion, fusion): table[f"{fusion}_mean_sd"],
+            "p-value": [p_value_text(p) for p in table["p_value"]],
+        }
+    )
+
+
+def table_html(display: pd.DataFrame, *, title: str, note: str = "") -> str:
+    """A standalone HTML page holding one display table (for the Snakemake report)."""
+    style = (
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+        "th,td{border-bottom:1px solid #ccc;padding:4px 10px;text-align:right}"
+        "th:first-child,td:first-child{text-align:left}caption{font-weight:bold;margin-bottom:6px}"
+        "p{color:#444;font-size:90%;max-width:48em}"
+    )
+    body = display.to_html(index=False, border=0, escape=True)
+    opening_end = body.index(">", body.index("<table")) + 1  # caption goes right after <table ...>
+    body = body[:opening_end] + f"<caption>{html.escape(title)}</caption>" + body[opening_end:]
+    note_html = f"<p>{html.escape(note)}</p>" if note else ""
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>{body}{note_html}</body></html>\n"
+    )
