@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/import.smk"
 include: "workflow/rules/normalize.smk"
+include: "workflow/rules/radiomics.smk"
 
 
 rule all:

@@ -299,7 +299,7 @@ def test_sdd_per_run_one_row_per_training_run():
     runs = sdd_per_run(make_histories())
     assert len(runs) == 2 * 2 * 6
     assert (runs["n_epochs"] == 5).all()
-    # zigzag amplitude a: d alternate 0.1 +- 2a -> SD 2a * sqrt(1 - 0) = 2a
+    # zigzag amplitude a: d_i alternate 0.1 - 2a, 0.1 + 2a (four of them) -> population SD 2a
     first = runs[(runs["model"] == "attention_unet") & (runs["input"] == "mri") & (runs["fold"] == 1)]
     assert first["sdd"].item() == pytest.approx(2 * 0.08 * 1.1)
 

@@ -117,18 +117,19 @@ def plot_feature_distribution(
         fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     else:
         fig = ax.figure
-    for counts, n, colour, label, median in (
-        (other_counts, n_other, _OTHER_COLOUR, "outside lesions (brain)", medians[1]),
-        (lesion_counts, n_lesion, _LESION_COLOUR, "inside lesions", medians[0]),
+    densities = (other_counts / (n_other * widths), lesion_counts / (n_lesion * widths))
+    for density, n, colour, label, median in (
+        (densities[0], n_other, _OTHER_COLOUR, "outside lesions (brain)", medians[1]),
+        (densities[1], n_lesion, _LESION_COLOUR, "inside lesions", medians[0]),
     ):
-        density = counts / (n * widths)
         ax.stairs(density, display_edges, fill=True, alpha=0.35, color=colour)
         ax.stairs(density, display_edges, color=colour, linewidth=1.5, label=f"{label}, n = {n:,} voxels")
         ax.axvline(median, color=colour, linestyle="--", linewidth=1.2, label=f"median {median:.4g}")
     ax.set_xlabel(f"{feature_name} [{units}]")
     ax.set_ylabel(f"density per group [1 / {units.split(' ')[0]}]")
     ax.set_title(f"{feature_name}: inside vs outside lesions (AUC = {separation:.3f})")
-    ax.set_ylim(bottom=0)
+    # Headroom so the legend does not cover the peaks.
+    ax.set_ylim(0, 1.35 * max(densities[0].max(), densities[1].max()))
     ax.set_xlim(display_edges[0], display_edges[-1])
     ax.legend(frameon=False, fontsize="small")
     return fig

@@ -521,7 +521,7 @@ def synthesize_subject(
        view; each voxel samples the template (trilinear) at ``A x + u(x)``, ``A`` a random
        rotation-scale-shift and ``u`` a smooth sine-basis displacement.
     2. FLAIR contrast as a partial-volume mixture ``I = sum_t p_t I_t`` with, relative to WM,
-       CSF 0.15-0.3 (suppressed fluid), GM 1.15-1.3, lesion 1.55-1.85 (x 0.92-1.08 per lesion),
+       CSF 0.05-0.15 (suppressed fluid), GM 1.15-1.3, lesion 1.55-1.85 (x 0.92-1.08 per lesion),
        times a faint smooth tissue texture (3 %).
     3. Lesions: centres drawn among confident white-matter voxels whose template site
        (:func:`lesion_site_map`) is the drawn location; each lesion is a soft ellipsoid or a
@@ -599,7 +599,7 @@ def synthesize_subject(
     lesion_shape = np.zeros(shape, dtype=np.float32)
     lesion_level = np.zeros(shape, dtype=np.float32)
     intensity = {
-        "csf": rng.uniform(0.15, 0.3),
+        "csf": rng.uniform(0.05, 0.15),
         "gm": rng.uniform(1.15, 1.3),
         "lesion": rng.uniform(1.55, 1.85),
     }

@@ -1,0 +1,618 @@
+"""Training of one (model, input, fold): the epoch loop, checkpoints and resume (SPEC stage 7).
+
+:func:`fit_one_fold` assembles one cross-validation job from the exported slices and the
+folds table; :func:`train_epochs` is the loop itself, independent of the networks and losses
+(any ``nn.Module``, optimizer and scheduler object), so it can be checked with small models.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from radfusion.io import atomic_output
+from radfusion.slices import INPUT_CHANNELS, load_slices
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_dice", "lr", "seconds")
+MODEL_FORMAT = "radfusion-model-1"
+CHECKPOINT_FORMAT = "radfusion-checkpoint-1"
+# Batch size of the no-gradient passes (validation, evaluation); results do not depend on it.
+INFERENCE_BATCH = 32
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(device: torch.device) -> None:
+    """Make training reproducible: deterministic kernels on the CPU, deterministic cuDNN on CUDA.
+
+    Notes
+    -----
+    On the CPU ``torch.use_deterministic_algorithms(True)`` holds for every operation the two
+    networks use, so two runs with the same seed and thread count give identical weights. On
+    CUDA, cuDNN is made deterministic, but some kernels (e.g. the backward pass of transposed
+    convolutions and of interpolation) may still accumulate in varying order, so GPU reruns
+    agree only to rounding.
+    """
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` picks CUDA when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffle ``0 .. n-1`` and cut it into batches of ``batch_size``.
+
+    Notes
+    -----
+    A last batch of a single sample is merged into the one before it, because batch
+    normalization cannot train on one sample whose deepest feature map is 1x1.
+    """
+    if n == 0:
+        return []
+    order = torch.randperm(n, generator=generator)
+    batches = list(torch.split(order, batch_size))
+    if len(batches) > 1 and batches[-1].numel() == 1:
+        batches[-2] = torch.cat(batches[-2:])
+        batches.pop()
+    return batches
+
+
+def iterations_per_epoch(n: int, batch_size: int) -> int:
+    """Number of optimizer steps per epoch for ``n`` samples (see :func:`epoch_batches`)."""
+    if n == 0:
+        return 0
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
+
+
+@torch.no_grad()
+def pooled_dice(
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    threshold: float = 0.5,
+    autocast: bool = False,
+) -> float:
+    """Dice of a model's thresholded predictions, pooled over all pixels of all images.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Returns logits (B, 1, H, W).
+    images : Tensor (N, C, H, W)
+    masks : Tensor (N, 1, H, W) in {0, 1}
+    threshold : float
+        On the sigmoid probability.
+
+    Returns
+    -------
+    dice : float
+        ``2 TP / (2 TP + FP + FN)`` with the counts summed over every pixel of every image
+        (one pooled score, not a mean of per-image scores); 1.0 when both the masks and the
+        predictions are empty, NaN when there are no images.
+
+    Notes
+    -----
+    This is the per-epoch validation Dice of the training history (the paper's Figure 4),
+    computed at the network's input resolution on the resized masks. The model is put in
+    evaluation mode and back into its previous mode afterwards.
+    """
+    if images.shape[0] == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    tp = fp = fn = 0
+    for start in range(0, images.shape[0], INFERENCE_BATCH):
+        x = images[start : start + INFERENCE_BATCH]
+        y = masks[start : start + INFERENCE_BATCH] > 0.5
+        with torch.autocast(device_type=x.device.type, enabled=autocast):
+            logits = model(x)
+        predicted = torch.sigmoid(logits.float()) > threshold
+        tp += int((predicted & y).sum())
+        fp += int((predicted & ~y).sum())
+        fn += int((~predicted & y).sum())
+    model.train(was_training)
+    denominator = 2 * tp + fp + fn
+    return 1.0 if denominator == 0 else 2 * tp / denominator
+
+
+def _rng_states(generator: torch.Generator) -> dict:
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "data": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict, generator: torch.Generator) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    generator.set_state(states["data"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def train_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    train_images: torch.Tensor,
+    train_masks: torch.Tensor,
+    val_images: torch.Tensor,
+    val_masks: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    hflip: float = 0.5,
+    seed: int = 42,
+    checkpoint_path: str | os.PathLike | None = None,
+    settings: Mapping | None = None,
+    device: str | torch.device | None = None,
+    threshold: float = 0.5,
+) -> pd.DataFrame:
+    """Train ``model`` for ``epochs`` epochs, checkpointing after each; resume from a checkpoint.
+
+    Parameters
+    ----------
+    model, optimizer
+        The network (logits out) and its optimizer.
+    scheduler
+        Object with ``step_iteration()`` (after every optimizer step), ``step_epoch()`` (after
+        every epoch), ``state_dict()`` and ``load_state_dict()``.
+    loss_fn : callable
+        ``loss_fn(logits, masks) -> scalar tensor``.
+    train_images, train_masks, val_images, val_masks : Tensor
+        In-memory data at the network's size: images (N, C, H, W), masks (N, 1, H, W).
+        They are moved to ``device`` once.
+    epochs, batch_size : int
+    hflip : float
+        Probability of flipping a training sample left-right, drawn per sample and epoch.
+    seed : int
+        Seeds the data order, the flips and every global generator (dropout).
+    checkpoint_path : path-like, optional
+        Written atomically after every epoch (model, optimizer, scheduler, gradient scaler,
+        generator states, history). When it exists at the start and its ``settings`` match,
+        training resumes after its last epoch.
+    settings : mapping, optional
+        What identifies the run (model, input, fold, hyperparameters); a checkpoint made with
+        other settings is ignored (with a warning) and training starts over.
+    device : str or torch.device, optional
+        ``None``: CUDA when present, else the CPU. On CUDA the forward passes run under
+        ``torch.autocast`` (float16) with a ``GradScaler``.
+    threshold : float
+        Probability threshold of the validation Dice.
+
+    Returns
+    -------
+    history : DataFrame
+        One row per epoch: ``epoch`` (1-based), ``train_loss`` (mean over the epoch's samples),
+        ``val_dice`` (:func:`pooled_dice` on the validation data), ``lr`` (learning rate of the
+        epoch's last optimizer step), ``seconds`` (wall time of the epoch; the only column that
+        differs between two identical runs).
+
+    Notes
+    -----
+    Restoring every generator state from the checkpoint makes an interrupted and resumed run
+    identical, on the CPU, to an uninterrupted one. The model is left in evaluation mode.
+    """
+    device = resolve_device(device)
+    if train_images.shape[0] == 0:
+        raise ValueError("no training slices: every training subject exported zero slices")
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"expected hflip in [0, 1], got {hflip}")
+    settings = dict(settings or {})
+    autocast = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast)
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device)
+    train_images, train_masks = train_images.to(device), train_masks.to(device)
+    val_images, val_masks = val_images.to(device), val_masks.to(device)
+
+    history: list[dict] = []
+    start_epoch = 1
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if checkpoint_path is not None and checkpoint_path.exists():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("settings") != settings:
+            log.warning("checkpoint %s was made with other settings; training starts over", checkpoint_path)
+        else:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            scaler.load_state_dict(checkpoint["scaler"])
+            _restore_rng_states(checkpoint["rng"], generator)
+            history = list(checkpoint["history"])
+            start_epoch = checkpoint["epoch"] + 1
+            log.info("resuming from %s after epoch %d", checkpoint_path, checkpoint["epoch"])
+
+    model.train()
+    for epoch in range(start_epoch, epochs + 1):
+        started = time.perf_counter()
+        batches = epoch_batches(train_images.shape[0], batch_size, generator)
+        flips = torch.rand(train_images.shape[0], generator=generator) < hflip
+        loss_sum, seen = 0.0, 0
+        for batch in batches:
+            x = train_images[batch.to(device)]
+            y = train_masks[batch.to(device)]
+            flip = flips[batch].to(device)[:, None, None, None]
+            x = torch.where(flip, x.flip(-1), x)
+            y = torch.where(flip, y.flip(-1), y)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, enabled=autocast):
+                logits = model(x)
+            # The loss runs in float32 even under autocast (Dice sums are precision-sensitive).
+            loss = loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}")
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step_iteration()
+            loss_sum += float(loss.detach()) * batch.numel()
+            seen += batch.numel()
+        lr = float(optimizer.param_groups[0]["lr"])
+        scheduler.step_epoch()
+        val_dice = pooled_dice(model, val_images, val_masks, threshold=threshold, autocast=autocast)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "val_dice": val_dice,
+                "lr": lr,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        log.info("epoch %d/%d: train loss %.5f, validation Dice %.4f, lr %.3g, %.1f s", epoch, epochs, *list(history[-1].values())[1:])
+        if checkpoint_path is not None:
+            checkpoint = {
+                "format": CHECKPOINT_FORMAT,
+                "settings": settings,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_states(generator),
+                "history": history,
+            }
+            with atomic_output(checkpoint_path) as tmp:
+                torch.save(checkpoint, tmp)
+    model.eval()
+    return pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+
+
+def split_subjects(
+    folds: Mapping[str, int],
+    fold: int,
+    *,
+    validation: str = "test_fold",
+    holdout_fraction: float = 0.15,
+    seed: int = 42,
+) -> tuple[list[str], list[str]]:
+    """Training and validation subjects of one cross-validation fold.
+
+    Parameters
+    ----------
+    folds : mapping
+        ``subject -> fold`` (from :func:`radfusion.folds.subject_folds`).
+    fold : int
+        The test fold.
+    validation : {"test_fold", "holdout"}
+        ``"test_fold"``: validate on the test fold (monitoring only, as in the paper's
+        Figure 4; the final-epoch model is kept, nothing is selected on it). ``"holdout"``:
+        hold out ``holdout_fraction`` of the training subjects instead.
+    holdout_fraction : float in (0, 1)
+    seed : int
+
+    Returns
+    -------
+    train, validation : list of str
+        Sorted subject IDs.
+
+    Notes
+    -----
+    The held-out count is ``max(1, round(holdout_fraction * n_train))``, at most
+    ``n_train - 1``; the draw uses ``numpy.random.default_rng([seed, fold])``.
+    """
+    if fold not in set(folds.values()):
+        raise ValueError(f"fold {fold} has no subjects; folds present: {sorted(set(folds.values()))}")
+    train = sorted(s for s, f in folds.items() if f != fold)
+    test = sorted(s for s, f in folds.items() if f == fold)
+    if validation == "test_fold":
+        return train, test
+    if validation != "holdout":
+        raise ValueError(f"expected validation 'test_fold' or 'holdout', got {validation!r}")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"expected holdout_fraction in (0, 1), got {holdout_fraction}")
+    if len(train) < 2:
+        raise ValueError(f"holdout validation needs at least 2 training subjects, got {len(train)}")
+    n_holdout = min(max(1, round(holdout_fraction * len(train))), len(train) - 1)
+    held = set(np.random.default_rng([seed, fold]).choice(train, size=n_holdout, replace=False).tolist())
+    return [s for s in train if s not in held], sorted(held)
+
+
+def fit_one_fold(
+    slice_paths: Mapping[str, str | os.PathLike],
+    folds: Mapping[str, int],
+    *,
+    fold: int,
+    model_name: str,
+    input_name: str,
+    model_path: str | os.PathLike,
+    history_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    image_size: int = 256,
+    epochs: int = 50,
+    batch_size: int = 32,
+    loss: str = "dice_bce",
+    optimizer: str = "adamw",
+    lr: float = 1e-4,
+    weight_decay: float = 0.0,
+    scheduler: str = "warmup_cosine",
+    warmup_iters: int = 100,
+    warmup_start_lr: float = 1e-6,
+    min_lr: float = 5e-6,
+    gamma: float = 0.995,
+    hflip: float = 0.5,
+    encoder_weights: str | None = None,
+    validation: str = "test_fold",
+    holdout_fraction: float = 0.15,
+    seed: int = 42,
+    device: str | torch.device | None = None,
+    keep_checkpoint: bool = False,
+) -> pd.DataFrame:
+    """Train one (model, input, fold) of the cross-validation and save the final-epoch model.
+
+    Parameters
+    ----------
+    slice_paths : mapping
+        ``subject -> results/slices/{subject}.npz`` for every subject of ``folds``.
+    folds : mapping
+        ``subject -> fold``.
+    fold : int
+        The test fold; its subjects are never trained on.
+    model_name : {"resnext_unet", "attention_unet"}
+    input_name : {"mri", "mri_radiomics"}
+        ``mri``: FLAIR only (channel 0); ``mri_radiomics``: FLAIR, CR, RE (channels 0-2).
+    model_path, history_path : path-like
+        Outputs: the final model (see :func:`save_model`) and the per-epoch history TSV.
+    checkpoint_path : path-like
+        Written after every epoch; an existing one from the same settings is resumed.
+    image_size, epochs, batch_size, loss, optimizer, lr, weight_decay, scheduler, warmup_iters,
+    warmup_start_lr, min_lr, gamma, hflip, encoder_weights
+        The protocol (config section ``training.<model>``; SPEC "Training protocols").
+    validation, holdout_fraction
+        See :func:`split_subjects`.
+    seed : int
+        Seeds model initialization, data order, flips and dropout.
+    device : optional
+        ``None``: CUDA when present (mixed precision), else the CPU.
+    keep_checkpoint : bool
+        Keep the checkpoint after success (by default it is removed once the outputs exist;
+        it is as large as the model and its optimizer state together).
+
+    Returns
+    -------
+    history : DataFrame
+        Columns ``epoch, train_loss, val_dice, lr, seconds`` (see :func:`train_epochs`).
+
+    Notes
+    -----
+    SPEC stage 7. The model evaluated later is the final-epoch model: no epoch is chosen on the
+    validation (test-fold) Dice. Slices are read once into memory and resized once
+    (:func:`radfusion.slices.load_slices`). Outputs are written atomically, after training.
+    """
+    from radfusion.losses import build_loss
+    from radfusion.models import build_model
+    from radfusion.optim import build_optimizer, build_scheduler
+
+    if input_name not in INPUT_CHANNELS:
+        raise ValueError(f"unknown input {input_name!r}; expected one of {sorted(INPUT_CHANNELS)}")
+    missing = sorted(set(folds) - set(slice_paths))
+    if missing:
+        raise ValueError(f"no slice file given for subject(s) {missing}")
+    device = resolve_device(device)
+    configure_determinism(device)
+    channels = INPUT_CHANNELS[input_name]
+    train_subjects, val_subjects = split_subjects(
+        folds, fold, validation=validation, holdout_fraction=holdout_fraction, seed=seed
+    )
+    train_images, train_masks, _ = load_slices(
+        [slice_paths[s] for s in train_subjects], channels=channels, image_size=image_size, subjects=train_subjects
+    )
+    val_images, val_masks, _ = load_slices(
+        [slice_paths[s] for s in val_subjects], channels=channels, image_size=image_size, subjects=val_subjects
+    )
+    log.info(
+        "%s/%s fold %d on %s: %d training slices (%d subjects), %d validation slices (%d subjects, %s)",
+        model_name, input_name, fold, device, train_images.shape[0], len(train_subjects),
+        val_images.shape[0], len(val_subjects), validation,
+    )
+    settings = {
+        "model_name": model_name,
+        "input_name": input_name,
+        "fold": fold,
+        "train_subjects": train_subjects,
+        "val_subjects": val_subjects,
+        "image_size": image_size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "loss": loss,
+        "optimizer": optimizer,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "scheduler": scheduler,
+        "warmup_iters": warmup_iters,
+        "warmup_start_lr": warmup_start_lr,
+        "min_lr": min_lr,
+        "gamma": gamma,
+        "hflip": hflip,
+        "encoder_weights": encoder_weights,
+        "seed": seed,
+    }
+    seed_everything(seed)
+    model = build_model(model_name, len(channels), encoder_weights=encoder_weights)
+    optim = build_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = build_scheduler(
+        scheduler,
+        optim,
+        epochs=epochs,
+        iters_per_epoch=iterations_per_epoch(train_images.shape[0], batch_size),
+        warmup_iters=warmup_iters,
+        warmup_start_lr=warmup_start_lr,
+        min_lr=min_lr,
+        gamma=gamma,
+    )
+    history = train_epochs(
+        model,
+        optim,
+        schedule,
+        build_loss(loss),
+        train_images,
+        train_masks,
+        val_images,
+        val_masks,
+        epochs=epochs,
+        batch_size=batch_size,
+        hflip=hflip,
+        seed=seed,
+        checkpoint_path=checkpoint_path,
+        settings=settings,
+        device=device,
+    )
+    save_model(
+        model,
+        model_path,
+        model_name=model_name,
+        input_name=input_name,
+        image_size=image_size,
+        metadata={"fold": fold, "epochs": epochs, "train_subjects": train_subjects, "seed": seed},
+    )
+    write_history(history, history_path)
+    if not keep_checkpoint:
+        Path(checkpoint_path).unlink(missing_ok=True)
+    return history
+
+
+def write_history(history: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a training history as TSV (atomically), full float precision."""
+    with atomic_output(path) as tmp:
+        history.to_csv(tmp, sep="\t", index=False, float_format="%.10g")
+
+
+def save_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    model_name: str,
+    input_name: str,
+    image_size: int,
+    metadata: Mapping | None = None,
+) -> None:
+    """Save a trained network with what inference needs to rebuild and feed it (atomically).
+
+    Notes
+    -----
+    The file is a ``torch.save`` dict: ``format`` ("radfusion-model-1"), ``model_name``,
+    ``input_name``, ``in_channels``, ``channels`` (indices into the exported FLAIR, CR, RE),
+    ``image_size``, ``state_dict`` (on the CPU) and ``metadata``. Read it with
+    :func:`load_trained_model`.
+    """
+    channels = INPUT_CHANNELS[input_name]
+    payload = {
+        "format": MODEL_FORMAT,
+        "model_name": model_name,
+        "input_name": input_name,
+        "in_channels": len(channels),
+        "channels": list(channels),
+        "image_size": int(image_size),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_trained_model(path: str | os.PathLike, *, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a network saved by :func:`save_model`, in evaluation mode.
+
+    Returns
+    -------
+    model : nn.Module
+        On ``device`` (``None``: CUDA when present), evaluation mode.
+    info : dict
+        The saved fields except the weights: ``model_name``, ``input_name``, ``in_channels``,
+        ``channels``, ``image_size``, ``metadata``.
+    """
+    from radfusion.models import build_model
+
+    path = Path(path)
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"file '{path}': not a radfusion model (expected format {MODEL_FORMAT})")
+    model = build_model(payload["model_name"], payload["in_channels"])
+    model.load_state_dict(payload["state_dict"])
+    model.to(resolve_device(device)).eval()
+    info = {k: v for k, v in payload.items() if k not in ("state_dict", "format")}
+    return model, info
+
+
+def predict_probabilities(
+    model: nn.Module, images: torch.Tensor, *, device: str | torch.device | None = None
+) -> torch.Tensor:
+    """Sigmoid probabilities (N, 1, H, W) of a model on in-memory images, on the CPU.
+
+    Runs in evaluation mode without gradients, in batches of 32 (float16 autocast on CUDA).
+    """
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    parts = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], INFERENCE_BATCH):
+            x = images[start : start + INFERENCE_BATCH].to(device)
+            with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
+                logits = model(x)
+            parts.append(torch.sigmoid(logits.float()).cpu())
+    if not parts:
+        return torch.zeros((0, 1, *images.shape[-2:]))
+    return torch.cat(parts)
+
+
+def training_slice_counts(slice_paths: Sequence[str | os.PathLike]) -> int:
+    """Total number of exported slices in ``slice_paths`` (for logs and benchmarks)."""
+    total = 0
+    for path in slice_paths:
+        with np.load(path) as data:
+            total += int(data["slice_index"].shape[0])
+    return total
