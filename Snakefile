@@ -16,6 +16,12 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/import.smk"
 include: "workflow/rules/normalize.smk"
 include: "workflow/rules/radiomics.smk"
+include: "workflow/rules/slices.smk"
+include: "workflow/rules/folds.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -205,6 +205,12 @@ def test_fold_dice_table_one_column_per_fold(two_inputs):
     assert list(fold_display_table(table).columns) == ["Experiment", "1", "2", "3"]
 
 
+def test_fold_dice_table_rejects_inputs_on_different_folds(two_inputs):
+    fewer = two_inputs["mri_radiomics"][two_inputs["mri_radiomics"]["fold"] != 3]
+    with pytest.raises(ValueError, match="different folds"):
+        fold_dice_table({"mri": two_inputs["mri"], "mri_radiomics": fewer})
+
+
 def test_metric_summary_table_mean_sd_over_fold_means_and_p_values(two_inputs):
     table = metric_summary_table(two_inputs, folds=[1, 2, 3])
     assert list(table["metric"]) == ["dice", "precision", "sensitivity"]

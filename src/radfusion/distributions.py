@@ -47,9 +47,7 @@ class GroupHistograms(NamedTuple):
     other: np.ndarray  # (B,) int64 counts of non-lesion brain voxels
 
 
-def feature_bin_edges(
-    feature: str, *, num: int = 15, re_max: float = 12.0, re_bin_width: float = 1e-3
-) -> np.ndarray:
+def feature_bin_edges(feature: str, *, num: int = 15, re_max: float = 12.0, re_bin_width: float = 1e-3) -> np.ndarray:
     """Fixed histogram bin edges for a feature.
 
     Parameters

@@ -2,6 +2,9 @@
 
 - Figures 2 and 3: :func:`plot_feature_distribution`, the concentration rate and Rényi entropy
   inside vs outside lesions.
+- Figure 1: :func:`plot_example_slices` (slices chosen by :func:`select_example_slices`),
+  FLAIR with the ground truth and each model's MRI and MRI+radiomics predictions.
+- Figure 4: :func:`plot_validation_curves`, validation Dice per epoch, all folds.
 
 Every function draws with matplotlib's Agg backend (no display needed), takes the data as
 arrays, and returns the ``matplotlib.figure.Figure``; saving is the caller's job.
@@ -9,18 +12,29 @@ arrays, and returns the ``matplotlib.figure.Figure``; saving is the caller's job
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from radfusion.distributions import auc as values_auc  # noqa: E402
 from radfusion.distributions import histogram_auc, histogram_quantiles  # noqa: E402
 
-__all__ = ["plot_feature_distribution"]
+__all__ = [
+    "plot_feature_distribution",
+    "ExampleSlice",
+    "lesion_voxels_per_slice",
+    "select_example_slices",
+    "plot_example_slices",
+    "plot_validation_curves",
+]
 
 _LESION_COLOUR = "#d62728"
 _OTHER_COLOUR = "#1f77b4"
@@ -132,4 +146,260 @@ def plot_feature_distribution(
     ax.set_ylim(0, 1.35 * max(densities[0].max(), densities[1].max()))
     ax.set_xlim(display_edges[0], display_edges[-1])
     ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+# --- Figure 1: example slices ----------------------------------------------------------------
+
+_TRUE_POSITIVE = "#ffd400"
+_FALSE_POSITIVE = "#ff3df2"
+_FALSE_NEGATIVE = "#00c8ff"
+_GROUND_TRUTH = "#ff5a1f"
+_INPUT_COLOURS = {"mri": "#1f77b4", "mri_radiomics": "#d62728"}
+_INPUT_LABELS = {"mri": "MRI", "mri_radiomics": "MRI+radiomics"}
+_MODEL_LABELS = {"resnext_unet": "ResNeXt-UNet", "attention_unet": "Attention U-Net"}
+
+
+class ExampleSlice(NamedTuple):
+    """One row of Figure 1: an axial slice with its ground truth and the predictions."""
+
+    subject: str
+    slice_index: int
+    flair: np.ndarray
+    """Normalized FLAIR slice, shape (x, y), values in [0, 1]."""
+    mask: np.ndarray
+    """Ground-truth lesion mask, shape (x, y)."""
+    predictions: Mapping[tuple[str, str], np.ndarray]
+    """(model, input) -> predicted mask, shape (x, y); drawn in this order."""
+
+
+def lesion_voxels_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Number of lesion voxels in each axial slice ``mask[:, :, k]`` of a 3D mask."""
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise ValueError(f"mask: expected a 3D volume (x, y, z), got shape {mask.shape}")
+    return np.count_nonzero(mask, axis=(0, 1))
+
+
+def select_example_slices(lesion_voxels: pd.DataFrame, *, n_examples: int = 3) -> list[tuple[str, int]]:
+    """Pick Figure 1's slices: the most lesion voxels, one slice per subject, deterministic.
+
+    Parameters
+    ----------
+    lesion_voxels : DataFrame
+        Candidate slices (the evaluated test slices) with columns ``subject``, ``slice``
+        and ``lesion_voxels``.
+    n_examples : int
+        Number of slices wanted (fewer when fewer subjects have lesions).
+
+    Returns
+    -------
+    examples : list of (subject, slice)
+        Ordered by lesion voxels, descending.
+
+    Notes
+    -----
+    Each subject contributes at most its largest slice, so the figure shows different
+    patients. Ties go to the subject ID, then the lower slice index.
+    """
+    missing = [c for c in ("subject", "slice", "lesion_voxels") if c not in lesion_voxels.columns]
+    if missing:
+        raise ValueError(f"lesion_voxels: missing column(s) {missing}; it has {list(lesion_voxels.columns)}")
+    if n_examples < 1:
+        raise ValueError(f"n_examples: expected a positive integer, got {n_examples}")
+    ranked = lesion_voxels[lesion_voxels["lesion_voxels"] > 0].assign(subject=lambda t: t["subject"].astype(str))
+    ranked = ranked.sort_values(["lesion_voxels", "subject", "slice"], ascending=[False, True, True])
+    best = ranked.drop_duplicates("subject").head(n_examples)
+    if best.empty:
+        raise ValueError("lesion_voxels: no candidate slice has a lesion voxel")
+    return [(str(s), int(k)) for s, k in zip(best["subject"], best["slice"])]
+
+
+def _dice(truth: np.ndarray, prediction: np.ndarray) -> float:
+    denominator = truth.sum() + prediction.sum()
+    return 1.0 if denominator == 0 else 2.0 * np.logical_and(truth, prediction).sum() / denominator
+
+
+def _brain_box(flair: np.ndarray, *, margin: int = 4) -> tuple[slice, slice]:
+    """Bounding box of the non-background part of a slice, with a margin."""
+    inside = flair > 0.02
+    if not inside.any():
+        return slice(None), slice(None)
+    xs, ys = np.nonzero(inside)
+    return (
+        slice(max(xs.min() - margin, 0), xs.max() + margin + 1),
+        slice(max(ys.min() - margin, 0), ys.max() + margin + 1),
+    )
+
+
+def _overlay(ax, image: np.ndarray, layers: Sequence[tuple[np.ndarray, str]]) -> None:
+    """Draw a FLAIR slice (anterior up, patient right on the viewer's right) and colour layers."""
+    ax.imshow(image.T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower", interpolation="nearest")
+    for layer, colour in layers:
+        rgba = np.zeros((*layer.T.shape, 4))
+        rgba[layer.T] = matplotlib.colors.to_rgba(colour, alpha=0.85)
+        ax.imshow(rgba, origin="lower", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_example_slices(examples: Sequence[ExampleSlice], *, panel_size: float = 2.1) -> Figure:
+    """Figure 1: FLAIR slices with the ground truth and each model's MRI and MRI+radiomics masks.
+
+    Parameters
+    ----------
+    examples : sequence of ExampleSlice
+        One row each; every example must hold the same (model, input) predictions.
+    panel_size : float
+        Width of one panel in inches.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        Rows: the example slices. Columns: FLAIR, ground truth, then one column per
+        (model, input) with true positives, false positives and false negatives coloured
+        and the slice Dice in the corner.
+
+    Notes
+    -----
+    Axial slices ``volume[:, :, k]`` in the canonical RAS+ orientation, drawn anterior up
+    with the patient's right on the viewer's right (neurological convention), cropped to
+    the brain. Masks are compared on the subject's grid at the original resolution, as
+    the evaluation scores them.
+    """
+    if not examples:
+        raise ValueError("examples: expected at least one slice, got none")
+    keys = list(examples[0].predictions)
+    for example in examples:
+        if list(example.predictions) != keys:
+            raise ValueError(
+                f"example {example.subject} slice {example.slice_index}: predictions {list(example.predictions)}, "
+                f"expected {keys} as in the first example"
+            )
+        shapes = {np.shape(example.flair), np.shape(example.mask), *(np.shape(p) for p in example.predictions.values())}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(
+                f"example {example.subject} slice {example.slice_index}: expected 2D arrays of one shape, got {shapes}"
+            )
+    n_rows, n_cols = len(examples), 2 + len(keys)
+    boxes = [_brain_box(np.asarray(e.flair)) for e in examples]
+    aspect = np.mean([(b[1].stop or e.flair.shape[1]) - (b[1].start or 0) for b, e in zip(boxes, examples)]) / np.mean(
+        [(b[0].stop or e.flair.shape[0]) - (b[0].start or 0) for b, e in zip(boxes, examples)]
+    )
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(panel_size * n_cols + 0.4, panel_size * aspect * n_rows + 1.3),
+        layout="constrained",
+        squeeze=False,
+    )
+    for row, (example, box) in enumerate(zip(examples, boxes)):
+        flair = np.asarray(example.flair, dtype=np.float64)[box]
+        truth = np.asarray(example.mask)[box] > 0
+        _overlay(axes[row, 0], flair, [])
+        _overlay(axes[row, 1], flair, [(truth, _GROUND_TRUTH)])
+        axes[row, 0].set_ylabel(f"{example.subject}\nslice {example.slice_index}", fontsize="small")
+        for col, key in enumerate(keys, start=2):
+            predicted = np.asarray(example.predictions[key])[box] > 0
+            _overlay(
+                axes[row, col],
+                flair,
+                [
+                    (predicted & truth, _TRUE_POSITIVE),
+                    (predicted & ~truth, _FALSE_POSITIVE),
+                    (~predicted & truth, _FALSE_NEGATIVE),
+                ],
+            )
+            axes[row, col].text(
+                0.03,
+                0.97,
+                f"Dice {_dice(truth, predicted):.2f}",
+                transform=axes[row, col].transAxes,
+                va="top",
+                ha="left",
+                fontsize="x-small",
+                color="white",
+                bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "linewidth": 0},
+            )
+    titles = ["FLAIR", "Ground truth"] + [
+        f"{_MODEL_LABELS.get(model, model)}\n{_INPUT_LABELS.get(input_name, input_name)}" for model, input_name in keys
+    ]
+    for col, title in enumerate(titles):
+        axes[0, col].set_title(title, fontsize="small")
+    handles = [
+        matplotlib.patches.Patch(color=_GROUND_TRUTH, label="ground-truth lesion"),
+        matplotlib.patches.Patch(color=_TRUE_POSITIVE, label="predicted, in ground truth (TP)"),
+        matplotlib.patches.Patch(color=_FALSE_POSITIVE, label="predicted, not in ground truth (FP)"),
+        matplotlib.patches.Patch(color=_FALSE_NEGATIVE, label="missed lesion (FN)"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False, fontsize="small")
+    return fig
+
+
+# --- Figure 4: validation curves -------------------------------------------------------------
+
+
+def plot_validation_curves(
+    histories: pd.DataFrame,
+    *,
+    models: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    score: str = "val_dice",
+) -> Figure:
+    """Figure 4: validation Dice per epoch, MRI vs MRI+radiomics, one panel per model.
+
+    Parameters
+    ----------
+    histories : DataFrame
+        One row per epoch of every training run with ``model``, ``input``, ``fold``,
+        ``epoch`` and ``score`` (``radfusion.stats.read_histories``).
+    models, inputs : sequence of str, optional
+        Panel order and line order; default those present, sorted.
+    score : str
+        The validation column plotted.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        Thin lines: single folds; bold line: the mean over folds at each epoch. The legend
+        gives each input's SDD (Equations 4-5) as mean ± population SD over folds.
+    """
+    from radfusion.stats import sdd_per_run
+
+    missing = [c for c in ("model", "input", "fold", "epoch", score) if c not in histories.columns]
+    if missing:
+        raise ValueError(f"histories: missing column(s) {missing}; it has {list(histories.columns)}")
+    if histories.empty:
+        raise ValueError("histories: expected at least one epoch, got an empty table")
+    models = sorted(histories["model"].unique()) if models is None else list(models)
+    inputs = sorted(histories["input"].unique()) if inputs is None else list(inputs)
+    runs = (
+        sdd_per_run(histories, score=score) if histories.groupby(["model", "input", "fold"]).size().min() > 1 else None
+    )
+
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(5.2 * len(models), 4.0), sharey=True, squeeze=False, layout="constrained"
+    )
+    for ax, model in zip(axes[0], models):
+        for index, input_name in enumerate(inputs):
+            colour = _INPUT_COLOURS.get(input_name, f"C{index}")
+            curves = histories[(histories["model"] == model) & (histories["input"] == input_name)]
+            if curves.empty:
+                raise ValueError(f"histories: no run of model {model!r} with input {input_name!r}")
+            for _, run in curves.groupby("fold"):
+                run = run.sort_values("epoch")
+                ax.plot(run["epoch"], run[score], color=colour, linewidth=0.8, alpha=0.35)
+            mean = curves.groupby("epoch")[score].mean()
+            label = f"{_INPUT_LABELS.get(input_name, input_name)}: mean of {curves['fold'].nunique()} folds"
+            if runs is not None:
+                sdd = runs[(runs["model"] == model) & (runs["input"] == input_name)]["sdd"].to_numpy()
+                label += f"\nSDD {sdd.mean():.3f} ± {sdd.std():.3f}"
+            ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.4, label=label)
+        ax.plot([], [], color="grey", linewidth=0.8, alpha=0.6, label="single folds (thin)")
+        ax.set_title(_MODEL_LABELS.get(model, model))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small", frameon=True, framealpha=0.85)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[0, 0].set_ylabel("validation Dice")
     return fig

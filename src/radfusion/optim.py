@@ -24,7 +24,9 @@ OPTIMIZER_NAMES = ("adamw", "rmsprop")
 SCHEDULER_NAMES = ("warmup_cosine", "exponential")
 
 
-def build_optimizer(name: str, params: Iterable, *, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, params: Iterable, *, lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
     """The optimizer of a training protocol by its config name.
 
     Parameters
@@ -269,7 +271,9 @@ class ExponentialScheduler(Scheduler):
         return base_lr * self.gamma**epoch
 
 
-def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int, iters_per_epoch: int, **kw) -> Scheduler:
+def build_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, *, epochs: int, iters_per_epoch: int, **kw
+) -> Scheduler:
     """The learning-rate schedule of a training protocol by its config name.
 
     Parameters

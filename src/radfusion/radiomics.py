@@ -7,8 +7,8 @@ pixel, borders included, has a full window.
 Padding rule (shared by both features and by the tests' reference): ``numpy.pad(image, s,
 mode="reflect")``, the mirror about the edge pixel without repeating it (``d c b | a b c d |
 c b a``; scipy.ndimage calls this ``"mirror"``). When the image is smaller than the pad, the
-reflection repeats (the padded index is periodic with period ``2 * (n - 1)``), and an axis of
-length 1 repeats its single value.
+reflection repeats (along an axis of length ``L`` the padded index is periodic with period
+``2 * (L - 1)``), and an axis of length 1 repeats its single value.
 
 The kernels are numba-compiled, release the GIL and run in time linear in the number of pixels:
 CR merges pre-sorted window columns; RE slides the window along each row and updates the pair
@@ -32,8 +32,10 @@ __all__ = [
 ]
 
 _LEVELS = 256
-# Exact sums of count**alpha are kept in two int64 limbs: S = hi * 2**62 + lo, 0 <= lo < 2**62.
-_LIMB_BITS = 62
+# Exact sums of count**alpha are kept in two int64 limbs: S = hi * 2**52 + lo. After a
+# normalization 0 <= lo < 2**52, so up to 2**10 unnormalized updates fit in an int64.
+_LIMB_BITS = 52
+_MAX_UPDATES_BETWEEN_CARRIES = 1 << 10
 
 
 def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -41,9 +43,7 @@ def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     if image.ndim != 2:
         raise ValueError(f"expected a 2D {name} (one axial slice), got {image.ndim}D with shape {image.shape}")
     if image.dtype != np.uint8:
-        raise TypeError(
-            f"expected a uint8 {name} (the 8-bit quantized FLAIR, round(255 * x)), got dtype {image.dtype}"
-        )
+        raise TypeError(f"expected a uint8 {name} (the 8-bit quantized FLAIR, round(255 * x)), got dtype {image.dtype}")
     if image.size == 0:
         raise ValueError(f"expected a non-empty {name}, got shape {image.shape}")
     return np.ascontiguousarray(image)
@@ -184,9 +184,7 @@ def concentration_rate(image: np.ndarray, s: int = 2, num: int = 15, m: int = 5)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"expected an integer {name} >= {minimum}, got {value!r}")
     if num + m > n_window:
-        raise ValueError(
-            f"expected num + m <= N = (2s + 1)^2 = {n_window} window values, got num={num}, m={m}"
-        )
+        raise ValueError(f"expected num + m <= N = (2s + 1)^2 = {n_window} window values, got num={num}, m={m}")
     out = np.empty(image.shape, np.float64)
     _concentration_rate_kernel(_reflect_pad(image, s), s, n_window - int(num) - int(m), int(m), out)
     return out
@@ -257,17 +255,22 @@ def glcm_offsets(
 
 
 @numba.njit(cache=True, nogil=True)
-def _renyi_entropy_kernel(padded, n, off_r, off_c, off_w, pow_hi, pow_lo, total, alpha, out):  # pragma: no cover
-    """Exact-integer sliding-window RE for integer alpha (see ``renyi_entropy`` Notes)."""
+def _renyi_entropy_kernel(
+    padded, n, off_r, off_c, off_w, step_hi, step_lo, total_hi, total_lo, total, alpha, counts, out
+):  # pragma: no cover
+    """Exact-integer sliding-window RE for integer alpha (see ``renyi_entropy`` Notes).
+
+    ``step_hi/lo[w, c]`` hold ``(c + w)^alpha - c^alpha`` in limbs; ``counts`` is a zeroed
+    array of 256 * 256 pair counts, left zeroed on return.
+    """
     height, width = out.shape
-    counts = np.zeros(_LEVELS * _LEVELS, np.int64)
     n_offsets = off_r.shape[0]
     low_mask = (np.int64(1) << _LIMB_BITS) - 1
     limb = float(np.int64(1) << _LIMB_BITS)
     log_norm = alpha * np.log(float(total))
     scale = 1.0 / (1.0 - alpha)
-    constant_hi = pow_hi[total]
-    constant_lo = pow_lo[total]
+    constant_hi = total_hi
+    constant_lo = total_lo
     for i in range(height):
         s_hi = np.int64(0)
         s_lo = np.int64(0)
@@ -278,12 +281,12 @@ def _renyi_entropy_kernel(padded, n, off_r, off_c, off_w, pow_hi, pow_lo, total,
             for r in range(i + max(0, -dr), i + n - max(0, dr)):
                 for c in range(max(0, -dc), n - max(0, dc)):
                     key = np.int64(padded[r, c]) * _LEVELS + padded[r + dr, c + dc]
-                    k0 = counts[key]
-                    k1 = k0 + w
-                    counts[key] = k1
-                    s_lo += pow_lo[k1] - pow_lo[k0]
-                    s_hi += pow_hi[k1] - pow_hi[k0] + (s_lo >> _LIMB_BITS)
-                    s_lo &= low_mask
+                    k0 = np.int64(counts[key])
+                    counts[key] = k0 + w
+                    s_lo += step_lo[w, k0]
+                    s_hi += step_hi[w, k0]
+                s_hi += s_lo >> _LIMB_BITS  # carry (arithmetic shift: -1 when s_lo < 0)
+                s_lo &= low_mask
         for j in range(width):
             if j > 0:
                 for o in range(n_offsets):
@@ -298,18 +301,16 @@ def _renyi_entropy_kernel(padded, n, off_r, off_c, off_w, pow_hi, pow_lo, total,
                         key = np.int64(padded[r, c_in]) * _LEVELS + padded[r + dr, c_in + dc]
                         if key == key_out:
                             continue  # same pair leaves and enters: nothing changes
-                        k0 = counts[key_out]
-                        k1 = k0 - w
+                        k1 = np.int64(counts[key_out]) - w
                         counts[key_out] = k1
-                        s_lo += pow_lo[k1] - pow_lo[k0]
-                        s_hi += pow_hi[k1] - pow_hi[k0] + (s_lo >> _LIMB_BITS)
-                        s_lo &= low_mask
-                        k0 = counts[key]
-                        k1 = k0 + w
-                        counts[key] = k1
-                        s_lo += pow_lo[k1] - pow_lo[k0]
-                        s_hi += pow_hi[k1] - pow_hi[k0] + (s_lo >> _LIMB_BITS)
-                        s_lo &= low_mask
+                        s_lo -= step_lo[w, k1]
+                        s_hi -= step_hi[w, k1]
+                        k0 = np.int64(counts[key])
+                        counts[key] = k0 + w
+                        s_lo += step_lo[w, k0]
+                        s_hi += step_hi[w, k0]
+                    s_hi += s_lo >> _LIMB_BITS
+                    s_lo &= low_mask
             if s_hi == constant_hi and s_lo == constant_lo:
                 out[i, j] = 0.0  # one gray-level pair: p = 1, ln 1 = 0 exactly
             else:
@@ -325,13 +326,13 @@ def _renyi_entropy_kernel(padded, n, off_r, off_c, off_w, pow_hi, pow_lo, total,
 
 
 @numba.njit(cache=True, nogil=True)
-def _renyi_entropy_direct_kernel(padded, n, off_r, off_c, off_w, pow_float, total, alpha, out):  # pragma: no cover
-    """RE per window from scratch, float sum of positive terms (any alpha)."""
+def _renyi_entropy_direct_kernel(
+    padded, n, off_r, off_c, off_w, pow_float, total, alpha, counts, out
+):  # pragma: no cover
+    """RE per window from scratch, float sum of positive terms ``pow_float[c] = (c / T)^alpha``."""
     height, width = out.shape
-    counts = np.zeros(_LEVELS * _LEVELS, np.int64)
     touched = np.empty(total, np.int64)
     n_offsets = off_r.shape[0]
-    log_norm = alpha * np.log(float(total))
     scale = 1.0 / (1.0 - alpha)
     for i in range(height):
         for j in range(width):
@@ -354,7 +355,7 @@ def _renyi_entropy_direct_kernel(padded, n, off_r, off_c, off_w, pow_float, tota
             for t in range(n_touched):
                 power_sum += pow_float[counts[touched[t]]]
                 counts[touched[t]] = 0
-            out[i, j] = (np.log(power_sum) - log_norm) * scale
+            out[i, j] = np.log(power_sum) * scale
 
 
 def _window_pair_plan(s: int, distances, angles, offsets: str):
@@ -371,15 +372,26 @@ def _window_pair_plan(s: int, distances, angles, offsets: str):
     return off_r, off_c, off_w, total
 
 
-def _integer_power_tables(total: int, alpha: int):
-    """c**alpha for c = 0..total, exact, as (hi, lo) int64 limbs; None if it does not fit."""
-    if total**alpha >= 1 << (2 * _LIMB_BITS):
+def _integer_power_tables(total: int, alpha: int, max_weight: int, updates_between_carries: int):
+    """Exact steps ``(c + w)^alpha - c^alpha`` and ``total^alpha`` as (hi, lo) int64 limbs.
+
+    Returns ``(step_hi, step_lo, total_hi, total_lo)`` with ``step[w, c]`` for ``w`` up to
+    ``max_weight`` and ``c + w <= total``, or None when the sums would not fit.
+    """
+    if alpha * math.log2(total) >= _LIMB_BITS + 61 or updates_between_carries > _MAX_UPDATES_BETWEEN_CARRIES:
+        return None  # check in floats first: total**alpha of a huge alpha would never finish
+    if total**alpha >= 1 << (_LIMB_BITS + 62):
         return None
-    powers = [c**alpha for c in range(total + 1)]
     low_mask = (1 << _LIMB_BITS) - 1
-    pow_hi = np.array([p >> _LIMB_BITS for p in powers], np.int64)
-    pow_lo = np.array([p & low_mask for p in powers], np.int64)
-    return pow_hi, pow_lo
+    powers = [c**alpha for c in range(total + 1)]
+    step_hi = np.zeros((max_weight + 1, total + 1), np.int64)
+    step_lo = np.zeros((max_weight + 1, total + 1), np.int64)
+    for w in range(1, max_weight + 1):
+        for c in range(total + 1 - w):
+            step = powers[c + w] - powers[c]
+            step_hi[w, c] = step >> _LIMB_BITS
+            step_lo[w, c] = step & low_mask
+    return step_hi, step_lo, powers[total] >> _LIMB_BITS, powers[total] & low_mask
 
 
 class _RenyiPlan:
@@ -387,9 +399,13 @@ class _RenyiPlan:
 
     def __init__(self, s, alpha, distances, angles, offsets):
         self.s = _check_window_half_width(s, 1)
-        alpha = float(alpha) if not isinstance(alpha, bool) else alpha
-        if not isinstance(alpha, float) or not math.isfinite(alpha) or alpha <= 0 or alpha == 1:
+        try:
+            alpha_value = float(alpha) if not isinstance(alpha, (bool, str)) else math.nan
+        except (TypeError, ValueError):
+            alpha_value = math.nan
+        if not math.isfinite(alpha_value) or alpha_value <= 0 or alpha_value == 1:
             raise ValueError(f"expected a finite Rényi order alpha > 0 and != 1, got {alpha!r}")
+        alpha = alpha_value
         self.alpha = alpha
         self.off_r, self.off_c, self.off_w, self.total = _window_pair_plan(self.s, distances, angles, offsets)
         if self.total == 0:
@@ -397,20 +413,28 @@ class _RenyiPlan:
                 f"no GLCM pair fits in the {2 * self.s + 1}x{2 * self.s + 1} window for distances "
                 f"{list(distances)}; use s larger than the distances"
             )
-        self.tables = _integer_power_tables(self.total, int(alpha)) if alpha == round(alpha) else None
+        # The sliding step carries after each offset's 2 * n updates (leaving + entering column).
+        updates = 2 * (2 * self.s + 1)
+        self.tables = None
+        if alpha == round(alpha):
+            self.tables = _integer_power_tables(self.total, int(alpha), int(self.off_w.max()), updates)
+        # Pair counts never exceed the pairs per window; small counts keep the array in cache.
+        self.count_dtype = np.int16 if self.total < 2**15 else np.int32
         if self.tables is None:
-            self.pow_float = np.arange(self.total + 1, dtype=np.float64) ** alpha
+            # p^alpha = (count / total)^alpha directly, as the reference, so no overflow for large alpha.
+            self.pow_float = (np.arange(self.total + 1, dtype=np.float64) / self.total) ** alpha
 
     def run(self, image: np.ndarray, out: np.ndarray) -> None:
         padded = _reflect_pad(image, self.s)
         n = 2 * self.s + 1
+        counts = np.zeros(_LEVELS * _LEVELS, self.count_dtype)
         if self.tables is not None:
             _renyi_entropy_kernel(
-                padded, n, self.off_r, self.off_c, self.off_w, *self.tables, self.total, self.alpha, out
+                padded, n, self.off_r, self.off_c, self.off_w, *self.tables, self.total, self.alpha, counts, out
             )
         else:
             _renyi_entropy_direct_kernel(
-                padded, n, self.off_r, self.off_c, self.off_w, self.pow_float, self.total, self.alpha, out
+                padded, n, self.off_r, self.off_c, self.off_w, self.pow_float, self.total, self.alpha, counts, out
             )
 
 
@@ -455,11 +479,12 @@ def renyi_entropy(
     ``H_alpha = ln(sum p^alpha) / (1 - alpha) = (ln(sum f^alpha) - alpha ln T) / (1 - alpha)``
     (Eq. 3, natural log).
 
-    For integer alpha the sum ``S = sum f^alpha`` is kept exactly in integers (two 62-bit
-    limbs) while the window slides along a row: only the pairs of the leaving and entering
+    For integer alpha the sum ``S = sum f^alpha`` is kept exactly in integers (two int64
+    limbs, ``S = hi * 2^52 + lo``) while the window slides along a row: only the pairs of the leaving and entering
     columns change their counts, and S changes by ``(c')^alpha - c^alpha`` for each. S is
     converted to float only for the logarithm, so the result matches the float64 reference
-    to about 1e-14. Non-integer alpha uses a per-window float sum (slower, same accuracy).
+    to about 1e-14. Non-integer alpha (or an integer one so large that ``T^alpha`` exceeds
+    the limbs) uses a per-window float sum of ``p^alpha`` (slower, same accuracy).
     The image is padded with ``numpy.pad(mode="reflect")`` (see the module docstring).
 
     References

@@ -46,7 +46,8 @@ def select_slices(
     min_lesion_voxels : int
         A slice is a lesion slice when it holds at least this many lesion voxels.
     brain_fraction : float in [0, 1]
-        Fraction of the lesion-free brain slices (on the stride grid) added, drawn at random.
+        Lesion-free brain slices added, as a fraction of the number of lesion slices (0.2: one
+        lesion-free slice per five lesion slices), drawn at random from those on the stride grid.
     stride : int
         Keep only slice indices ``k`` with ``k % stride == phase``, so that no two exported slices
         are adjacent when ``stride >= 2`` (the paper's slices are non-adjacent).
@@ -64,8 +65,9 @@ def select_slices(
     (ties: the smallest phase), so a subject whose lesions span fewer than ``stride`` slices
     still exports them. A lesion-free slice has no lesion voxel and at least one brain voxel;
     slices with ``1 .. min_lesion_voxels - 1`` lesion voxels are neither lesion slices nor
-    lesion-free, and are never exported. ``round(brain_fraction * n_lesion_free)`` of them are
-    drawn without replacement by ``numpy.random.default_rng(seed)``.
+    lesion-free, and are never exported. ``min(round(brain_fraction * n_lesion_slices),
+    n_lesion_free)`` lesion-free slices are drawn without replacement by
+    ``numpy.random.default_rng(seed)``.
     """
     mask = np.asarray(mask)
     brain = np.asarray(brain, dtype=bool)
@@ -85,7 +87,7 @@ def select_slices(
     on_grid = k % stride == phase
     lesion_slices = k[on_grid & is_lesion_slice]
     lesion_free = k[on_grid & (lesion_voxels == 0) & has_brain]
-    n_extra = int(round(brain_fraction * lesion_free.size))
+    n_extra = min(int(round(brain_fraction * lesion_slices.size)), lesion_free.size)
     extra = np.random.default_rng(seed).choice(lesion_free, size=n_extra, replace=False) if n_extra else []
     return np.sort(np.concatenate([lesion_slices, np.asarray(extra, dtype=int)])).astype(int)
 

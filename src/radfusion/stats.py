@@ -337,14 +337,17 @@ def fold_dice_table(
     table : DataFrame
         Columns ``input``, ``experiment`` (display name), ``fold1 .. foldk`` (float).
     """
+    if not subjects:
+        raise ValueError("subjects: expected the evaluation rows of at least one input, got none")
     rows = []
     for input_name, table in subjects.items():
         means = fold_means(table, metric=metric, folds=folds)
         row = {"input": input_name, "experiment": INPUT_LABELS.get(input_name, input_name)}
         row.update({f"fold{fold}": float(value) for fold, value in means.items()})
         rows.append(row)
-    if len({tuple(r) for r in rows}) > 1:
-        raise ValueError(f"inputs cover different folds: {[list(r)[2:] for r in rows]}")
+    fold_sets = {name: sorted(set(row) - {"input", "experiment"}) for name, row in zip(subjects, rows)}
+    if len({tuple(columns) for columns in fold_sets.values()}) > 1:
+        raise ValueError(f"inputs cover different folds: {fold_sets}")
     return pd.DataFrame(rows)
 
 

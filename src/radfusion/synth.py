@@ -28,10 +28,19 @@ LESION_KINDS = ("ellipsoid", "blob")
 
 
 def _mni_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> list[np.ndarray]:
-    """World (MNI mm) coordinate of every voxel, one broadcastable array per axis."""
-    axes = [np.arange(n, dtype=np.float32) for n in shape]
-    grids = np.meshgrid(*axes, indexing="ij", sparse=True)
-    return [sum(affine[d, e] * grids[e] for e in range(3)) + affine[d, 3] for d in range(3)]
+    """World (MNI mm) coordinate of every voxel, one broadcastable array per axis.
+
+    Zero affine terms are skipped, so an axis-aligned affine gives sparse (1D-like) arrays.
+    """
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij", sparse=True)
+    coordinates = []
+    for d in range(3):
+        world = np.full((1, 1, 1), affine[d, 3], dtype=np.float32)
+        for e in range(3):
+            if affine[d, e] != 0:
+                world = world + np.float32(affine[d, e]) * grids[e]
+        coordinates.append(world)
+    return coordinates
 
 
 def lesion_site_map(
@@ -51,7 +60,8 @@ def lesion_site_map(
     sites : ndarray of uint8
         0 where no lesion centre may lie, else ``1 + LESION_LOCATIONS.index(location)``.
     ventricle_distance : ndarray of float32
-        Distance (mm) to the lateral ventricles; its gradient orients periventricular lesions.
+        Distance (mm) to the lateral ventricles (inf outside the brain's bounding box); its
+        gradient orients periventricular lesions.
 
     Notes
     -----
@@ -62,7 +72,8 @@ def lesion_site_map(
       component in each hemisphere.
     - infratentorial: cerebellar white matter (y < -35, z < -22, |x| < 38 mm) and brainstem
       (|x| < 14, -45 < y < -10, z < -8 mm), MNI coordinates.
-    - periventricular: supratentorial, within 5 mm of a lateral ventricle.
+    - periventricular: supratentorial, within 3.5 mm of a lateral ventricle (the lesion then
+      abuts the ventricular wall).
     - juxtacortical: supratentorial, within 2 mm of cortical grey matter (``gm > 0.5`` outside
       the deep grey nuclei box |x| < 32, -40 < y < 28, -12 < z < 22 mm) and over 10 mm from
       the ventricles.
@@ -71,38 +82,47 @@ def lesion_site_map(
     gm, wm, csf = (np.asarray(a, dtype=np.float32) for a in (gm, wm, csf))
     if not gm.shape == wm.shape == csf.shape or gm.ndim != 3:
         raise ValueError(f"expected three 3D maps of one shape, got {gm.shape}, {wm.shape}, {csf.shape}")
-    spacing = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-    x, y, z = _mni_coordinates(gm.shape, affine)
-
+    affine = np.asarray(affine, dtype=np.float64)
+    sites = np.zeros(gm.shape, dtype=np.uint8)
+    ventricle_distance = np.full(gm.shape, np.inf, dtype=np.float32)
     brain = (gm + wm + csf) >= 0.5
+    if not brain.any():
+        return sites, ventricle_distance
+    # Work in the brain's bounding box (plus a background margin): the distance transforms
+    # dominate the cost and the box is about half the template.
+    corners = np.argwhere(brain)
+    box = tuple(slice(max(int(a) - 2, 0), int(b) + 3) for a, b in zip(corners.min(0), corners.max(0)))
+    gm, wm, csf, brain = gm[box], wm[box], csf[box], brain[box]
+    box_affine = affine.copy()
+    box_affine[:3, 3] = affine[:3, :3] @ [b.start for b in box] + affine[:3, 3]
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    x, y, z = _mni_coordinates(gm.shape, box_affine)
+
     depth = ndi.distance_transform_edt(brain, sampling=spacing)
     deep_csf = (csf > 0.5) & (depth > 8.0) & (np.abs(x) >= 3.0)
+    del depth
     ventricles = np.zeros(gm.shape, dtype=bool)
     for hemisphere in (x < 0, x > 0):
         labels, n = ndi.label(deep_csf & hemisphere)
         if n:
             sizes = np.bincount(labels.ravel())[1:]
             ventricles |= labels == 1 + int(np.argmax(sizes))
-    if ventricles.any():
-        ventricle_distance = ndi.distance_transform_edt(~ventricles, sampling=spacing)
-    else:
-        ventricle_distance = np.full(gm.shape, np.inf)
+    to_ventricle = ndi.distance_transform_edt(~ventricles, sampling=spacing) if ventricles.any() else np.inf
 
     deep_grey_box = (np.abs(x) < 32) & (y > -40) & (y < 28) & (z > -12) & (z < 22)
     cortex = (gm > 0.5) & ~deep_grey_box
-    cortex_distance = ndi.distance_transform_edt(~cortex, sampling=spacing) if cortex.any() else np.inf
+    to_cortex = ndi.distance_transform_edt(~cortex, sampling=spacing) if cortex.any() else np.inf
 
     white = wm >= 0.6
-    infratentorial = ((y < -35) & (z < -22) & (np.abs(x) < 38)) | (
-        (np.abs(x) < 14) & (y > -45) & (y < -10) & (z < -8)
-    )
+    infratentorial = ((y < -35) & (z < -22) & (np.abs(x) < 38)) | ((np.abs(x) < 14) & (y > -45) & (y < -10) & (z < -8))
     supra = white & ~infratentorial
-    sites = np.zeros(gm.shape, dtype=np.uint8)
-    sites[supra & (ventricle_distance > 5) & (cortex_distance > 4)] = 2
-    sites[supra & (cortex_distance <= 2) & (ventricle_distance > 10)] = 3
-    sites[supra & (ventricle_distance <= 5)] = 1
-    sites[white & infratentorial] = 4
-    return sites, ventricle_distance.astype(np.float32)
+    box_sites = sites[box]
+    box_sites[supra & (to_ventricle > 5) & (to_cortex > 4)] = 2
+    box_sites[supra & (to_cortex <= 2) & (to_ventricle > 10)] = 3
+    box_sites[supra & (to_ventricle <= 3.5)] = 1
+    box_sites[white & infratentorial] = 4
+    ventricle_distance[box] = to_ventricle
+    return sites, ventricle_distance
 
 
 @dataclass(eq=False)
@@ -397,8 +417,9 @@ def _draw_lesion(
         "axes": axes,
         "kind": kind,
         "location": location,
-        "edge_mm": rng.uniform(0.5, 0.9),
-        "intensity_factor": rng.uniform(0.92, 1.08),
+        # Soft border, but never so soft that the centre falls below half lesion.
+        "edge_mm": min(rng.uniform(0.7, 1.4), 0.5 * radii.min()),
+        "intensity_factor": rng.uniform(0.93, 1.07),
     }
 
 
@@ -412,7 +433,7 @@ def _rasterize_lesion(
     if lesion["kind"] == "blob":
         # Irregular (confluent-looking) lesion: a star-perturbed ellipsoid plus 1-3 lobes whose
         # centres lie inside it, so the union stays one connected lesion.
-        radius_functions = [_lesion_radius_function(rng, amplitude=0.3)]
+        radius_functions = [_lesion_radius_function(rng, amplitude=0.35)]
         for _ in range(int(rng.integers(1, 4))):
             direction = rng.standard_normal(3)
             direction /= np.linalg.norm(direction)
@@ -477,8 +498,8 @@ def synthesize_subject(
     scale_range: tuple[float, float] = (0.93, 1.07),
     translation_mm: float = 4.0,
     deformation_mm: float = 2.0,
-    bias_strength: float = 0.08,
-    noise_range: tuple[float, float] = (0.02, 0.045),
+    bias_strength: float = 0.04,
+    noise_range: tuple[float, float] = (0.03, 0.06),
 ) -> SyntheticSubject:
     """Synthesize one FLAIR-like volume with MS-like lesions and its ground-truth mask.
 
@@ -507,7 +528,8 @@ def synthesize_subject(
     deformation_mm : float
         RMS of the smooth random displacement per axis.
     bias_strength : float
-        SD of the bias field's log-polynomial coefficients (0.08: about +-15 % over the brain).
+        SD of the bias field's log-polynomial coefficients (0.04: typically +-10-15 % over
+        the brain).
     noise_range : (float, float)
         Rician noise SD relative to white matter, drawn uniformly.
 
@@ -521,13 +543,16 @@ def synthesize_subject(
        view; each voxel samples the template (trilinear) at ``A x + u(x)``, ``A`` a random
        rotation-scale-shift and ``u`` a smooth sine-basis displacement.
     2. FLAIR contrast as a partial-volume mixture ``I = sum_t p_t I_t`` with, relative to WM,
-       CSF 0.05-0.15 (suppressed fluid), GM 1.15-1.3, lesion 1.55-1.85 (x 0.92-1.08 per lesion),
-       times a faint smooth tissue texture (3 %).
+       CSF 0.05-0.15 (suppressed fluid), GM 1.1-1.25, lesion 1.4-1.65 (x 0.93-1.07 per lesion,
+       so always above GM), times a faint smooth texture (3 % in tissue, up to 9 % inside
+       lesions, which are heterogeneous on FLAIR).
     3. Lesions: centres drawn among confident white-matter voxels whose template site
        (:func:`lesion_site_map`) is the drawn location; each lesion is a soft ellipsoid or a
        star-perturbed blob with 1-3 lobes, its fraction ``f`` limited to white matter
-       (``f <- f * clip((wm - 0.25) / 0.5, 0, 1)``) and blended ``I <- (1 - f) I + f I_lesion``.
-       The mask is ``f >= 0.5``.
+       (``f <- f * clip((wm - 0.25) / 0.5, 0, 1)``); pieces of ``f >= 0.5`` cut off from the
+       lesion's centre are capped at 0.45, so each lesion is one connected focus (lesions may
+       still merge). Overlapping lesions combine by maximum, and the image is blended as
+       ``I <- (1 - f) I + f I_lesion``. The mask is ``f >= 0.5``.
     4. A multiplicative bias field (Legendre degree 2 in each axis, log domain), then Rician
        noise ``sqrt((I + n1)^2 + n2^2)``; voxels outside the brain are 0 (skull-stripped, like
        the Ljubljana FLAIRs).
@@ -581,9 +606,7 @@ def synthesize_subject(
     # 2. Lesion centres: confident subject WM voxels, labelled by their template site.
     candidates = np.flatnonzero(wm >= 0.6)
     where = coords.reshape(3, -1)[:, candidates]
-    nearest = tuple(
-        np.clip(np.rint(where[d]).astype(np.intp), 0, template.shape[d] - 1) for d in range(3)
-    )
+    nearest = tuple(np.clip(np.rint(where[d]).astype(np.intp), 0, template.shape[d] - 1) for d in range(3))
     site_of_candidate = template.lesion_sites[nearest]
     del coords, where
     available = np.array([(site_of_candidate == k + 1).any() for k in range(len(LESION_LOCATIONS))])
@@ -596,12 +619,13 @@ def synthesize_subject(
 
     to_template_linear = np.linalg.inv(template.affine[:3, :3])
 
-    lesion_shape = np.zeros(shape, dtype=np.float32)
+    support = _white_matter_support(wm)
+    lesion_fraction = np.zeros(shape, dtype=np.float32)
     lesion_level = np.zeros(shape, dtype=np.float32)
     intensity = {
         "csf": rng.uniform(0.05, 0.15),
-        "gm": rng.uniform(1.15, 1.3),
-        "lesion": rng.uniform(1.55, 1.85),
+        "gm": rng.uniform(1.1, 1.25),
+        "lesion": rng.uniform(1.4, 1.65),
     }
     lesions = []
     for _ in range(n_lesions):
@@ -611,7 +635,7 @@ def synthesize_subject(
         for _try in range(5):
             pick = int(pool[rng.integers(pool.size)])
             centre = np.array(np.unravel_index(candidates[pick], shape))
-            if lesion_shape[tuple(centre)] < 0.5:
+            if lesion_fraction[tuple(centre)] < 0.5:
                 break
         radial = None
         if location == "periventricular":
@@ -624,9 +648,18 @@ def synthesize_subject(
         kind = LESION_KINDS[1] if rng.random() < blob_fraction else LESION_KINDS[0]
         lesion = _draw_lesion(rng, location, kind, radial, lesion_radius_mm)
         box, fraction = _rasterize_lesion(rng, lesion, centre, affine, shape)
+        fraction *= support[box]
+        # A lesion is one connected focus: pieces of it that the grid or the white-matter
+        # limit cut off from its centre stay below 0.5 (partial volume), out of the mask.
+        core, _ = ndi.label(fraction >= 0.5)
+        centre_label = core[tuple(centre - [b.start for b in box])]
+        if centre_label == 0 and core.any():  # not expected: the border is capped above
+            centre_label = 1 + int(np.argmax(np.bincount(core.ravel())[1:]))
+        detached = (core > 0) & (core != centre_label)
+        fraction[detached] = np.minimum(fraction[detached], 0.45)
         level = intensity["lesion"] * lesion["intensity_factor"]
-        brighter = fraction > lesion_shape[box]
-        lesion_shape[box] = np.where(brighter, fraction, lesion_shape[box])
+        brighter = fraction > lesion_fraction[box]
+        lesion_fraction[box] = np.where(brighter, fraction, lesion_fraction[box])
         lesion_level[box] = np.where(brighter, level, lesion_level[box])
         lesions.append(
             {
@@ -638,15 +671,14 @@ def synthesize_subject(
                 "intensity": float(level),
             }
         )
-    lesion_fraction = (lesion_shape * _white_matter_support(wm)).astype(np.float32)
-    del lesion_shape
+    del support
 
     # 3. FLAIR contrast (white matter = 1), lesions blended by their partial-volume fraction.
     texture = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 1.5 / voxel_size)
     texture *= 0.03 / max(float(texture.std()), 1e-12)
     image = gm * intensity["gm"] + wm + csf * intensity["csf"]
     image = (1.0 - lesion_fraction) * image + lesion_fraction * lesion_level
-    image *= 1.0 + texture
+    image *= 1.0 + texture * (1.0 + 2.0 * lesion_fraction)
     del texture
 
     # 4. Bias field, Rician noise, skull-stripped background; white matter about 100.

@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -293,7 +293,11 @@ def train_epochs(
                 "seconds": time.perf_counter() - started,
             }
         )
-        log.info("epoch %d/%d: train loss %.5f, validation Dice %.4f, lr %.3g, %.1f s", epoch, epochs, *list(history[-1].values())[1:])
+        row = history[-1]
+        log.info(
+            "epoch %d/%d: train loss %.5f, validation Dice %.4f, lr %.3g, %.1f s",
+            epoch, epochs, row["train_loss"], row["val_dice"], row["lr"], row["seconds"],
+        )
         if checkpoint_path is not None:
             checkpoint = {
                 "format": CHECKPOINT_FORMAT,
@@ -484,15 +488,16 @@ def fit_one_fold(
     seed_everything(seed)
     model = build_model(model_name, len(channels), encoder_weights=encoder_weights)
     optim = build_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule_options = {
+        "warmup_cosine": {"warmup_iters": warmup_iters, "warmup_start_lr": warmup_start_lr, "min_lr": min_lr},
+        "exponential": {"gamma": gamma},
+    }.get(scheduler, {})
     schedule = build_scheduler(
         scheduler,
         optim,
         epochs=epochs,
         iters_per_epoch=iterations_per_epoch(train_images.shape[0], batch_size),
-        warmup_iters=warmup_iters,
-        warmup_start_lr=warmup_start_lr,
-        min_lr=min_lr,
-        gamma=gamma,
+        **schedule_options,
     )
     history = train_epochs(
         model,
@@ -586,33 +591,3 @@ def load_trained_model(path: str | os.PathLike, *, device: str | torch.device | 
     model.to(resolve_device(device)).eval()
     info = {k: v for k, v in payload.items() if k not in ("state_dict", "format")}
     return model, info
-
-
-def predict_probabilities(
-    model: nn.Module, images: torch.Tensor, *, device: str | torch.device | None = None
-) -> torch.Tensor:
-    """Sigmoid probabilities (N, 1, H, W) of a model on in-memory images, on the CPU.
-
-    Runs in evaluation mode without gradients, in batches of 32 (float16 autocast on CUDA).
-    """
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
-    model.to(device).eval()
-    parts = []
-    with torch.no_grad():
-        for start in range(0, images.shape[0], INFERENCE_BATCH):
-            x = images[start : start + INFERENCE_BATCH].to(device)
-            with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
-                logits = model(x)
-            parts.append(torch.sigmoid(logits.float()).cpu())
-    if not parts:
-        return torch.zeros((0, 1, *images.shape[-2:]))
-    return torch.cat(parts)
-
-
-def training_slice_counts(slice_paths: Sequence[str | os.PathLike]) -> int:
-    """Total number of exported slices in ``slice_paths`` (for logs and benchmarks)."""
-    total = 0
-    for path in slice_paths:
-        with np.load(path) as data:
-            total += int(data["slice_index"].shape[0])
-    return total

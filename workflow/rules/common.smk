@@ -34,7 +34,11 @@ wildcard_constraints:
 
 def get_final_output():
     """Every target of a full run (rule all)."""
-    return expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS)
+    return (
+        expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS)
+        + get_model_evaluation_output()
+        + get_stats_output()
+    )
 
 
 def get_flair_source(wildcards):
@@ -55,3 +59,117 @@ def get_demo_seed(wildcards):
             f"demo subjects are named demo<number>, got '{wildcards.subject}'"
         )
     return config["demo"]["seed"] * 1000 + int(number.group(1))
+
+
+def get_model_evaluation_output():
+    """Training histories, evaluation tables, predictions and baselines of every (model, input, fold)."""
+    runs = dict(model=MODELS, input=INPUTS, fold=FOLDS)
+    return (
+        expand("results/models/{model}/{input}/fold{fold}/history.tsv", **runs)
+        + expand("results/eval/{model}/{input}/fold{fold}/subjects.tsv", **runs)
+        + expand("results/eval/{model}/{input}/fold{fold}/slices.tsv", **runs)
+        + expand("results/predictions/{model}/{input}/{subject}.nii.gz", model=MODELS, input=INPUTS, subject=SUBJECTS)
+        + ["results/eval/baselines.tsv"]
+    )
+
+
+def get_training_protocol(wildcards):
+    """The training protocol (config section training.<model>) of a train_model job."""
+    return dict(config["training"][wildcards.model])
+
+
+# Tables 1-4 (SPEC stage 9): the model each table reports, and the two inputs compared.
+TABLE_MODELS = {
+    "table1": "resnext_unet",
+    "table2": "resnext_unet",
+    "table3": "attention_unet",
+    "table4": "attention_unet",
+}
+COMPARED_INPUTS = ["mri", "mri_radiomics"]
+
+
+def get_stats_output():
+    """Tables 1-4, the SDD table and Figures 1 and 4 (SPEC stages 9-10) the config allows: the
+    tables compare MRI with MRI+radiomics, so they need both inputs, and each table its model."""
+    figures = expand("results/figures/figure{number}.{ext}", number=[1, 4], ext=["png", "svg"])
+    if not set(COMPARED_INPUTS) <= set(INPUTS):
+        return figures
+    tables = [f"results/tables/{table}.csv" for table, model in TABLE_MODELS.items() if model in MODELS]
+    return tables + ["results/tables/sdd.csv"] + figures
+
+
+def get_table_model(wildcards):
+    """The model a table reports (Tables 1-2: resnext_unet, Tables 3-4: attention_unet)."""
+    return TABLE_MODELS[wildcards.table]
+
+
+def get_table_evaluations(wildcards):
+    """A table's evaluation files, named by input: subjects.tsv of every fold, in fold order.
+
+    Tables 1 and 3 with stats.paired_unit = slice also get the slices.tsv files, named
+    "<input>_slices". Only the table's own model is listed, so a table target runs only
+    that model's training and evaluation.
+    """
+    model = TABLE_MODELS[wildcards.table]
+    files = {
+        name: expand(
+            "results/eval/{model}/{input}/fold{fold}/subjects.tsv",
+            model=model,
+            input=name,
+            fold=FOLDS,
+        )
+        for name in COMPARED_INPUTS
+    }
+    if wildcards.table in ("table1", "table3") and config["stats"]["paired_unit"] == "slice":
+        for name in COMPARED_INPUTS:
+            files[f"{name}_slices"] = expand(
+                "results/eval/{model}/{input}/fold{fold}/slices.tsv",
+                model=model,
+                input=name,
+                fold=FOLDS,
+            )
+    return files
+
+
+def get_model_input_runs():
+    """Every (model, input) pair, models outer, as dicts with keys model and input."""
+    return [{"model": model, "input": name} for model in MODELS for name in INPUTS]
+
+
+def get_history_runs():
+    """Every training run (model, input, fold), in the order of get_history_files()."""
+    return [
+        {"model": model, "input": name, "fold": fold}
+        for model in MODELS
+        for name in INPUTS
+        for fold in FOLDS
+    ]
+
+
+def get_history_files():
+    """history.tsv of every training run (SDD table, Figure 4), in get_history_runs() order."""
+    return [
+        f"results/models/{run['model']}/{run['input']}/fold{run['fold']}/history.tsv"
+        for run in get_history_runs()
+    ]
+
+
+def get_figure1_inputs(wildcards):
+    """Figure 1's files: per-fold slices.tsv and predictions of every (model, input) (in
+    get_model_input_runs() order, then fold or subject order), and every subject's mask and
+    normalized FLAIR (SUBJECTS order)."""
+    runs = get_model_input_runs()
+    return {
+        "slices": [
+            f"results/eval/{run['model']}/{run['input']}/fold{fold}/slices.tsv"
+            for run in runs
+            for fold in FOLDS
+        ],
+        "predictions": [
+            f"results/predictions/{run['model']}/{run['input']}/{subject}.nii.gz"
+            for run in runs
+            for subject in SUBJECTS
+        ],
+        "masks": expand("results/nifti/{subject}/mask.nii.gz", subject=SUBJECTS),
+        "flairs": expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS),
+    }

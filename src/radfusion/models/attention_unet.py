@@ -236,7 +236,9 @@ class AttentionUNet(nn.Module):
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
         down_layers = tuple(down_layers)
         if not down_layers or any(not isinstance(n, int) or n < 1 for n in down_layers):
-            raise ValueError(f"down_layers must be a non-empty sequence of positive integers; got {down_layers!r}")
+            raise ValueError(
+                f"down_layers must be a non-empty sequence of positive integers; got {down_layers!r}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
         self.in_channels = in_channels
@@ -257,7 +259,9 @@ class AttentionUNet(nn.Module):
             self.transitions_down.append(TransitionDown(channels, dropout))
             skip_channels.append(channels)
 
-        self.bottleneck = DenseBlock(channels, growth_rate, bottleneck_layers, dropout, new_features_only=True)
+        self.bottleneck = DenseBlock(
+            channels, growth_rate, bottleneck_layers, dropout, new_features_only=True
+        )
         upsampled = self.bottleneck.out_channels
 
         self.transitions_up = nn.ModuleList()

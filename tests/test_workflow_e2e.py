@@ -1,0 +1,88 @@
+"""The whole DAG end to end on a tiny config (tests/data/tiny.yaml): every table's shape, value
+ranges and p-values, the figures and the HTML report. Minutes on two CPU cores."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import PROJECT, run_snakemake
+
+TINY = ["--configfile", "config/quick.yaml", "tests/data/tiny.yaml"]
+N_FOLDS = 3
+N_SUBJECTS = 6
+MODELS = ["resnext_unet", "attention_unet"]
+INPUTS = ["mri", "mri_radiomics"]
+FOLD_TABLE_OF = {"table1": "table2", "table3": "table4"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The default target and the report, run once in a scratch copy of the workflow."""
+    root = tmp_path_factory.mktemp("e2e")
+    shutil.copy(PROJECT / "Snakefile", root / "Snakefile")
+    for folder in ("workflow", "config", "tests/data"):
+        shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    result = run_snakemake(["--cores", "2", *TINY], cwd=root, timeout=3600)
+    assert result.returncode == 0, result.stderr[-8000:]
+    report = run_snakemake(["--report", "results/report.html", *TINY], cwd=root, timeout=600)
+    assert report.returncode == 0, report.stderr[-8000:]
+    return root
+
+
+def assert_p_values(series: pd.Series) -> None:
+    assert series.notna().all() and series.between(0, 1).all(), series.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["table2", "table4"])
+def test_fold_dice_tables(tiny_run, name):
+    table = pd.read_csv(tiny_run / f"results/tables/{name}.csv")
+    assert list(table.columns) == ["input", "experiment", *[f"fold{k}" for k in range(1, N_FOLDS + 1)]]
+    assert list(table["input"]) == INPUTS
+    values = table[[f"fold{k}" for k in range(1, N_FOLDS + 1)]]
+    assert values.notna().all().all() and ((values >= 0) & (values <= 1)).all().all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["table1", "table3"])
+def test_metric_summary_tables(tiny_run, name):
+    table = pd.read_csv(tiny_run / f"results/tables/{name}.csv")
+    assert list(table["metric"]) == ["dice", "precision", "sensitivity"]
+    assert len(table.columns) == 15
+    for input_name in INPUTS:
+        assert table[f"{input_name}_mean"].between(0, 1).all()
+        assert table[f"{input_name}_sd"].between(0, 0.5).all()
+    assert (table["n_folds"] == N_FOLDS).all()
+    assert (table["n_pairs"] <= N_SUBJECTS).all() and (table["n_pairs"] >= 1).all()
+    assert_p_values(table["p_value"])
+    assert_p_values(table["p_bonferroni"])
+    assert (table["p_bonferroni"] >= table["p_value"] - 1e-12).all()
+    # the fold means of Table 2 / 4 are what Table 1 / 3 averages
+    folds = pd.read_csv(tiny_run / f"results/tables/{FOLD_TABLE_OF[name]}.csv")
+    mri = folds.set_index("input").loc["mri"].iloc[1:].astype(float)
+    assert table.set_index("metric").loc["dice", "mri_mean"] == pytest.approx(mri.mean(), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_sdd_table(tiny_run):
+    table = pd.read_csv(tiny_run / "results/tables/sdd.csv")
+    assert list(table["model"]) == MODELS
+    for input_name in INPUTS:
+        assert (table[f"{input_name}_mean"] >= 0).all() and (table[f"{input_name}_sd"] >= 0).all()
+    assert (table["n_folds"] == N_FOLDS).all()
+    assert_p_values(table["p_value"])
+    runs = pd.read_csv(tiny_run / "results/tables/sdd_runs.csv")
+    assert len(runs) == len(MODELS) * len(INPUTS) * N_FOLDS
+    assert (runs["n_epochs"] == 3).all()
+
+
+@pytest.mark.slow
+def test_figures_and_report(tiny_run):
+    figures = [f"figure{n}.{suffix}" for n in (1, 4) for suffix in ("png", "svg")] + ["figure2.png", "figure3.png"]
+    for name in figures:
+        assert (tiny_run / "results/figures" / name).stat().st_size > 10_000, name
+    page = (tiny_run / "results/report.html").read_text(encoding="utf-8", errors="replace")
+    for name in ("table1.csv", "table2.csv", "table3.csv", "table4.csv", "sdd.csv", "figure1.png", "figure4.png"):
+        assert name in page, name

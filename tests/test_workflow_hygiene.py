@@ -1,0 +1,395 @@
+"""Workflow hygiene: lint, formatting, logs, benchmarks, conda envs and documented config keys.
+
+Every list here is derived from the files (rules from the .smk files, imports from the scripts and
+the radfusion modules they use, keys from the schema), so rules added later are checked without
+editing this file. Only the training rule's name is fixed: the SLURM profile refers to it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT, run_snakemake
+
+RULES_DIR = PROJECT / "workflow" / "rules"
+ENVS_DIR = PROJECT / "workflow" / "envs"
+PACKAGE_DIR = PROJECT / "src" / "radfusion"
+SCHEMA = PROJECT / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG_README = PROJECT / "config" / "README.md"
+SLURM_PROFILE = PROJECT / "profiles" / "slurm" / "config.yaml"
+
+TRAINING_RULE = "train_model"
+# Stages whose jobs run for minutes to hours: each of their rules records a benchmark.
+LONG_RUNNING_STAGES = ("training", "evaluation", "radiomics")
+
+# conda-forge names of packages whose PyPI distribution is named differently.
+CONDA_FORGE_ALIASES = {
+    "torch": {"pytorch", "pytorch-gpu", "pytorch-cpu"},
+    "matplotlib": {"matplotlib-base"},
+    "dcm2niix": {"dcm2niix"},
+}
+
+
+@dataclass(frozen=True)
+class RuleDefinition:
+    """One rule as written in a Snakefile: its name, file and directive bodies (raw text)."""
+
+    name: str
+    path: Path
+    line: int
+    directives: dict[str, str]
+
+    def string(self, directive: str) -> str | None:
+        """The string literal a directive holds (conda:, script:), or None."""
+        match = re.search(r"""["']([^"']+)["']""", self.directives.get(directive, ""))
+        return match.group(1) if match else None
+
+    def where(self) -> str:
+        return f"rule {self.name} ({self.path.relative_to(PROJECT)}:{self.line})"
+
+
+def workflow_files() -> list[Path]:
+    return [PROJECT / "Snakefile", *sorted(RULES_DIR.glob("*.smk"))]
+
+
+def parse_rules(path: Path) -> list[RuleDefinition]:
+    """Rules of a Snakefile, read with the layout snakefmt enforces (directives indented once)."""
+    lines = path.read_text().splitlines()
+    rules = []
+    for start, line in enumerate(lines):
+        header = re.match(r"(?:rule|checkpoint)\s+(\w+)\s*:\s*$", line)
+        if header is None:
+            continue
+        directives: dict[str, list[str]] = {}
+        current = None
+        indent = None
+        for body_line in lines[start + 1 :]:
+            if body_line.strip() and not body_line[0].isspace():
+                break  # the next top-level statement ends the rule
+            match = re.match(r"(\s+)(\w+):(.*)$", body_line)
+            if match and (indent is None or len(match.group(1)) == indent):
+                indent = len(match.group(1))
+                current = match.group(2)
+                directives[current] = [match.group(3)]
+            elif current is not None:
+                directives[current].append(body_line)
+        rules.append(
+            RuleDefinition(header.group(1), path, start + 1, {k: "\n".join(v) for k, v in directives.items()})
+        )
+    return rules
+
+
+@cache
+def all_rules() -> tuple[RuleDefinition, ...]:
+    return tuple(rule for path in workflow_files() for rule in parse_rules(path))
+
+
+def rule_ids():
+    return [rule.name for rule in all_rules()]
+
+
+def run_tool(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=PROJECT, capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lint and formatting
+# ---------------------------------------------------------------------------------------------
+
+
+def test_snakemake_lint_reports_nothing():
+    result = run_snakemake(["--lint"], timeout=300)
+    assert result.returncode == 0, f"snakemake --lint found problems:\n{result.stdout}\n{result.stderr}"
+
+
+def test_snakefmt_check_passes():
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    if not snakefmt.exists():
+        snakefmt = shutil.which("snakefmt")
+        if snakefmt is None:
+            pytest.skip("snakefmt is not installed (pip install snakefmt)")
+    result = run_tool([str(snakefmt), "--check", *map(str, workflow_files())])
+    assert result.returncode == 0, (
+        "snakefmt would reformat (run `snakefmt Snakefile workflow/rules/`):\n" + result.stderr + result.stdout
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules: log, benchmark
+# ---------------------------------------------------------------------------------------------
+
+
+def test_rule_reader_sees_every_rule_snakemake_sees():
+    # Guards the regex reader above: a rule it misses would escape every check below.
+    result = run_snakemake(["--list-rules"], timeout=300)
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    assert listed == set(rule_ids())
+
+
+def test_training_rule_exists():
+    assert TRAINING_RULE in rule_ids(), (
+        f"rule {TRAINING_RULE} is named in profiles/slurm/config.yaml (set-resources) but no "
+        f"Snakefile defines it"
+    )
+    assert f"{TRAINING_RULE}:" in SLURM_PROFILE.read_text()
+
+
+@pytest.mark.parametrize("rule", all_rules(), ids=rule_ids())
+def test_every_rule_that_makes_files_has_a_log(rule):
+    if "output" not in rule.directives:
+        pytest.skip(f"{rule.name} is a target rule (no output, nothing runs)")
+    assert "log" in rule.directives, f"{rule.where()} has no log: directive"
+    # The convention: logs/<stage>/... mirroring the output's wildcards.
+    assert "logs/" in rule.directives["log"], f"{rule.where()} logs outside logs/"
+
+
+def long_running_rules() -> list[RuleDefinition]:
+    return [
+        rule
+        for rule in all_rules()
+        if rule.path.stem in LONG_RUNNING_STAGES or rule.name == TRAINING_RULE
+    ]
+
+
+def test_long_running_stages_have_rules():
+    stems = {rule.path.stem for rule in long_running_rules()}
+    assert TRAINING_RULE in {rule.name for rule in long_running_rules()}
+    assert stems, "no rule found in the long-running stage files"
+
+
+@pytest.mark.parametrize("rule", long_running_rules(), ids=[r.name for r in long_running_rules()])
+def test_long_running_rules_have_a_benchmark(rule):
+    assert "benchmark" in rule.directives, (
+        f"{rule.where()} runs long ({rule.path.stem} stage) but has no benchmark: directive"
+    )
+    assert "benchmarks/" in rule.directives["benchmark"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Conda environments
+# ---------------------------------------------------------------------------------------------
+
+
+def env_files() -> list[Path]:
+    return sorted(ENVS_DIR.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class CondaEnv:
+    conda: dict[str, str]  # normalized name -> version spec
+    pip: dict[str, str]
+    editable: tuple[str, ...]
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@cache
+def read_env(path: Path) -> CondaEnv:
+    spec = yaml.safe_load(path.read_text())
+    conda, pip, editable = {}, {}, []
+    for dependency in spec["dependencies"]:
+        if isinstance(dependency, dict):
+            for requirement in dependency.get("pip", []):
+                if requirement.startswith("-e "):
+                    editable.append(requirement[3:].strip())
+                    continue
+                name, _, version = re.match(r"([A-Za-z0-9_.\-\[\]]+)\s*(==)?\s*(.*)", requirement).groups()
+                pip[normalize(re.sub(r"\[.*\]", "", name))] = version
+        else:
+            name, version = re.match(r"([A-Za-z0-9_.\-]+)\s*(.*)", str(dependency)).groups()
+            conda[normalize(name)] = version.strip()
+    return CondaEnv(conda, pip, tuple(editable))
+
+
+@pytest.mark.parametrize("path", env_files(), ids=[p.name for p in env_files()])
+def test_conda_env_parses_and_is_pinned(path):
+    spec = yaml.safe_load(path.read_text())
+    assert isinstance(spec, dict) and isinstance(spec.get("dependencies"), list), f"{path.name}: no dependencies"
+    assert spec.get("channels") and spec["channels"][0] == "conda-forge", f"{path.name}: conda-forge first"
+    assert "defaults" not in spec["channels"], f"{path.name}: the defaults channel is not open-licensed"
+    for dependency in spec["dependencies"]:
+        if isinstance(dependency, dict):
+            assert set(dependency) == {"pip"}, f"{path.name}: unexpected {dependency}"
+            for requirement in dependency["pip"]:
+                assert requirement.startswith("-e ") or "==" in requirement, (
+                    f"{path.name}: pip requirement '{requirement}' is not pinned (name==version)"
+                )
+        else:
+            assert re.match(r"^[A-Za-z0-9_.\-]+\s*=+\s*\d", str(dependency)), (
+                f"{path.name}: conda dependency '{dependency}' is not pinned (name =version)"
+            )
+    env = read_env(path)
+    assert "python" in env.conda, f"{path.name}: python is not pinned"
+
+
+def test_every_rule_that_runs_a_script_has_an_existing_conda_env():
+    problems = []
+    for rule in all_rules():
+        if "script" not in rule.directives:
+            continue
+        env = rule.string("conda")
+        if env is None:
+            problems.append(f"{rule.where()}: no conda: directive")
+        elif not (rule.path.parent / env).resolve().is_file():
+            problems.append(f"{rule.where()}: conda env {env} does not exist")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_conda_env_is_used_by_a_rule():
+    used = {(rule.path.parent / rule.string("conda")).resolve() for rule in all_rules() if rule.string("conda")}
+    unused = [path.name for path in env_files() if path.resolve() not in used]
+    assert not unused, f"conda envs no rule uses: {unused}"
+
+
+def imported_modules(source: str) -> set[str]:
+    """Dotted module names a Python source imports anywhere (also inside functions), plus modules
+    looked up by name (importlib.util.find_spec("x"), importlib.import_module("x"))."""
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("find_spec", "import_module")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            modules.add(node.args[0].value)
+    return modules
+
+
+def package_module_path(module: str) -> Path | None:
+    """The file of a radfusion module (radfusion.models -> models/__init__.py), or None."""
+    parts = module.split(".")[1:]
+    candidate = PACKAGE_DIR.joinpath(*parts)
+    if candidate.with_suffix(".py").is_file():
+        return candidate.with_suffix(".py")
+    if (candidate / "__init__.py").is_file():
+        return candidate / "__init__.py"
+    return None
+
+
+def third_party_imports(script: Path) -> set[str]:
+    """Top-level names of the non-stdlib packages a script needs, following radfusion's modules."""
+    needed: set[str] = set()
+    seen: set[Path] = set()
+    queue = [script]
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in imported_modules(path.read_text()):
+            top = module.split(".")[0]
+            if top == "radfusion":
+                # importing radfusion.x.y runs radfusion/__init__.py and radfusion/x/__init__.py too
+                parts = module.split(".")
+                for depth in range(1, len(parts) + 1):
+                    found = package_module_path(".".join(parts[:depth]))
+                    if found is not None:
+                        queue.append(found)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                needed.add(top)
+    return needed
+
+
+@cache
+def import_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def satisfied_by(import_name: str, env: CondaEnv) -> bool:
+    distributions = import_distributions().get(import_name, [import_name])
+    for distribution in map(normalize, distributions):
+        names = {distribution} | CONDA_FORGE_ALIASES.get(distribution, set())
+        if names & set(env.conda) or distribution in env.pip:
+            return True
+    return False
+
+
+def rules_with_scripts() -> list[RuleDefinition]:
+    return [rule for rule in all_rules() if rule.string("script") and rule.string("conda")]
+
+
+@pytest.mark.parametrize("rule", rules_with_scripts(), ids=[r.name for r in rules_with_scripts()])
+def test_conda_env_lists_every_package_the_rule_imports(rule):
+    env_path = (rule.path.parent / rule.string("conda")).resolve()
+    if not env_path.is_file():
+        pytest.fail(f"{rule.where()}: conda env {rule.string('conda')} does not exist")
+    script = (rule.path.parent / rule.string("script")).resolve()
+    env = read_env(env_path)
+    needed = third_party_imports(script)
+    missing = sorted(name for name in needed if not satisfied_by(name, env))
+    assert not missing, (
+        f"{rule.where()} runs {script.name}, which (with the radfusion modules it uses) imports "
+        f"{missing}; {env_path.name} does not list them"
+    )
+    uses_package = any(
+        module.split(".")[0] == "radfusion" for module in imported_modules(script.read_text())
+    )
+    if uses_package:
+        assert env.editable, f"{env_path.name} must install radfusion itself (pip: -e ../..)"
+
+
+def test_import_reader_follows_the_package(tmp_path):
+    # A script that imports only radfusion still needs what those modules import, including
+    # packages looked up by name (synth finds nilearn's bundled template with find_spec).
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nfrom radfusion.io import load_volume\nfrom radfusion.synth import load_template\n")
+    needed = third_party_imports(script)
+    assert {"nibabel", "numpy", "nilearn"} <= needed
+    assert "sys" not in needed and "radfusion" not in needed
+
+
+# ---------------------------------------------------------------------------------------------
+# Config documentation
+# ---------------------------------------------------------------------------------------------
+
+
+def schema_keys(properties: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of the schema's leaf keys (an object with properties is walked into)."""
+    keys = []
+    for name, spec in properties.items():
+        path = f"{prefix}{name}"
+        if isinstance(spec, dict) and spec.get("properties"):
+            keys.extend(schema_keys(spec["properties"], f"{path}."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def documented_key_patterns(text: str) -> list[re.Pattern]:
+    """Backticked dotted names in config/README.md; `<placeholder>` matches any one key."""
+    patterns = []
+    for token in re.findall(r"`([A-Za-z_<>][\w.<>-]*)`", text):
+        regex = ".".join("[^.]+" if re.fullmatch(r"<\w+>", part) else re.escape(part) for part in token.split("."))
+        patterns.append(re.compile(regex))
+    return patterns
+
+
+def test_config_readme_documents_every_schema_key():
+    assert CONFIG_README.is_file(), "config/README.md is missing"
+    schema = yaml.safe_load(SCHEMA.read_text())
+    keys = schema_keys(schema["properties"])
+    patterns = documented_key_patterns(CONFIG_README.read_text())
+    undocumented = [key for key in keys if not any(p.fullmatch(key) for p in patterns)]
+    assert keys and not undocumented, f"config/README.md does not document: {undocumented}"

@@ -1,0 +1,35 @@
+# SPEC stage 7: one job per (model, input, fold); CUDA when present (mixed precision), else CPU.
+#
+# The epoch checkpoint (fold{fold}/checkpoint.pt, passed as a param) is deliberately NOT an
+# output: Snakemake deletes the declared outputs of a failed job, and the checkpoint must survive
+# a killed or failed job so that rerunning it resumes after the last finished epoch. It is
+# removed once model.pt and history.tsv are written.
+
+
+rule train_model:
+    input:
+        slices=expand("results/slices/{subject}.npz", subject=SUBJECTS),
+        folds="results/folds.tsv",
+    output:
+        model="results/models/{model}/{input}/fold{fold}/model.pt",
+        history="results/models/{model}/{input}/fold{fold}/history.tsv",
+    log:
+        "logs/training/{model}/{input}/fold{fold}.log",
+    benchmark:
+        "benchmarks/results/training/{model}/{input}/fold{fold}.tsv"
+    params:
+        checkpoint="results/models/{model}/{input}/fold{fold}/checkpoint.pt",
+        subjects=SUBJECTS,
+        protocol=get_training_protocol,
+        validation=config["training"]["validation"],
+        holdout_fraction=config["training"]["holdout_fraction"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/train_model.py"

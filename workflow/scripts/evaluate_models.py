@@ -1,0 +1,32 @@
+"""Rule evaluate_models: every fold's final model on its test subjects (SPEC stage 8)."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+import torch
+
+from radfusion.evaluate import evaluate_cross_validation, write_table
+from radfusion.folds import read_folds
+from radfusion.io import load_volume, save_volume
+
+torch.set_num_threads(snakemake.threads)
+subjects = snakemake.params.subjects
+folds = read_folds(snakemake.input.folds)
+subject_table, slice_table, predictions = evaluate_cross_validation(
+    dict(zip(snakemake.params.folds, snakemake.input.models)),
+    dict(zip(subjects, snakemake.input.slices)),
+    folds,
+    threshold=snakemake.params.threshold,
+)
+for fold, subjects_path, slices_path in zip(snakemake.params.folds, snakemake.output.subjects, snakemake.output.slices):
+    write_table(subject_table[subject_table["fold"] == fold], subjects_path)
+    write_table(slice_table[slice_table["fold"] == fold], slices_path)
+for subject, flair_path, prediction_path in zip(subjects, snakemake.input.flair, snakemake.output.predictions):
+    flair, affine = load_volume(flair_path)
+    if flair.shape != predictions[subject].shape:
+        raise ValueError(f"subject '{subject}': prediction shape {predictions[subject].shape} != FLAIR {flair.shape}")
+    save_volume(predictions[subject], affine, prediction_path)
+logging.info("mean subject Dice per fold:\n%s", subject_table.groupby("fold")["dice"].mean().to_string())

@@ -1,0 +1,55 @@
+"""Rule figure1_example_slices: FLAIR, ground truth and every model's predictions on the test
+slices with the most lesion (one per subject)."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+import numpy as np
+import pandas as pd
+
+from radfusion.figures import ExampleSlice, lesion_voxels_per_slice, plot_example_slices, select_example_slices
+from radfusion.io import atomic_output, load_volume
+from radfusion.stats import read_metric_tables
+
+runs = [(run["model"], run["input"]) for run in snakemake.params.runs]
+subjects = list(snakemake.params.subjects)
+n_folds = len(snakemake.input.slices) // len(runs)
+# Candidate slices: those evaluated under every (model, input) (get_figure1_inputs order).
+evaluated = None
+for index in range(len(runs)):
+    table = read_metric_tables(snakemake.input.slices[index * n_folds : (index + 1) * n_folds], required=("subject", "slice"))
+    keys = set(zip(table["subject"].astype(str), table["slice"].astype(int)))
+    evaluated = keys if evaluated is None else evaluated & keys
+masks = dict(zip(subjects, snakemake.input.masks))
+flairs = dict(zip(subjects, snakemake.input.flairs))
+predictions = {
+    (run, subject): snakemake.input.predictions[r * len(subjects) + s]
+    for r, run in enumerate(runs)
+    for s, subject in enumerate(subjects)
+}
+rows = []
+for subject in sorted({s for s, _ in evaluated}):
+    counts = lesion_voxels_per_slice(load_volume(masks[subject], dtype=np.uint8)[0])
+    rows += [{"subject": subject, "slice": k, "lesion_voxels": int(counts[k])} for s, k in evaluated if s == subject]
+chosen = select_example_slices(pd.DataFrame(rows), n_examples=snakemake.params.n_examples)
+logging.info("figure 1 slices (subject, axial index): %s", chosen)
+
+examples = []
+for subject, k in chosen:
+    examples.append(
+        ExampleSlice(
+            subject=subject,
+            slice_index=k,
+            flair=load_volume(flairs[subject])[0][:, :, k],
+            mask=load_volume(masks[subject], dtype=np.uint8)[0][:, :, k],
+            predictions={run: load_volume(predictions[run, subject], dtype=np.uint8)[0][:, :, k] for run in runs},
+        )
+    )
+figure = plot_example_slices(examples)
+with atomic_output(snakemake.output.png) as tmp:
+    figure.savefig(tmp, dpi=150)
+with atomic_output(snakemake.output.svg) as tmp:
+    figure.savefig(tmp)

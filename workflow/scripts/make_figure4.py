@@ -1,0 +1,19 @@
+"""Rule figure4_validation_curves: validation Dice per epoch, MRI vs MRI+radiomics, all folds."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from radfusion.figures import plot_validation_curves
+from radfusion.io import atomic_output
+from radfusion.stats import read_histories
+
+histories = read_histories(snakemake.input, snakemake.params.runs)
+figure = plot_validation_curves(histories, models=snakemake.params.models, inputs=snakemake.params.inputs)
+with atomic_output(snakemake.output.png) as tmp:
+    figure.savefig(tmp, dpi=150)
+with atomic_output(snakemake.output.svg) as tmp:
+    figure.savefig(tmp)
+logging.info("figure 4 from %d training runs", len(snakemake.params.runs))

@@ -1,0 +1,28 @@
+"""Rule train_model: one (model, input, fold) of the cross-validation (SPEC stage 7)."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "a")  # appended: a resumed job keeps the first attempt's log
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+import torch
+
+from radfusion.folds import read_folds
+from radfusion.train import fit_one_fold
+
+torch.set_num_threads(snakemake.threads)
+fit_one_fold(
+    dict(zip(snakemake.params.subjects, snakemake.input.slices)),
+    read_folds(snakemake.input.folds),
+    fold=int(snakemake.wildcards.fold),
+    model_name=snakemake.wildcards.model,
+    input_name=snakemake.wildcards.input,
+    model_path=snakemake.output.model,
+    history_path=snakemake.output.history,
+    checkpoint_path=snakemake.params.checkpoint,
+    validation=snakemake.params.validation,
+    holdout_fraction=snakemake.params.holdout_fraction,
+    seed=snakemake.params.seed,
+    **snakemake.params.protocol,
+)
