@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads for the volume")
     parser.add_argument("--volume-repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pin-core",
+        action="store_true",
+        help="pin the process to one CPU while timing the slice (the kernels are single-threaded either way)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
 
@@ -115,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"input: {source}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs")
 
-    # One core: pin the process while timing the slice (the kernels are single-threaded anyway).
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    # The slice kernels run single-threaded in the calling thread: one core. Pinning is optional
+    # because on a shared machine it can tie the process to the busier core.
+    affinity = os.sched_getaffinity(0) if args.pin_core and hasattr(os, "sched_getaffinity") else None
     if affinity:
         os.sched_setaffinity(0, {min(affinity)})
     concentration_rate(image), renyi_entropy(image)  # warm-up: numba compiles or loads its cache

@@ -13,8 +13,12 @@ elsewhere is not found inside jobs), and runs slurmctld and slurmd in the foregr
 ports it picked, one node with a fake GPU (gres on /dev/null), select/cons_tres, no accounting.
 Everything it started is stopped and the files it wrote are removed when the module ends.
 
-Skipped, with the reason, where the packages are absent, the test does not run as root (slurmd
-must), /etc/slurm/slurm.conf belongs to a real cluster, or the daemons do not come up.
+The profile's documented GRES alternative is checked without a cluster, through the plugin's
+own sbatch-line builder.
+
+The cluster test is skipped, with the reason, where the packages are absent, the test does not
+run as root (slurmd must), /etc/slurm/slurm.conf belongs to a real cluster, or the daemons do not
+come up.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -59,9 +64,14 @@ TINY_CONFIG = {
 }
 TINY_SUBJECTS = ["demo01", "demo02"]
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
 REQUIRED_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
+
+
+def find_program(name: str) -> str | None:
+    """A SLURM or munge program on PATH, or in the sbin folders (daemons live there; CI shells
+    do not always have them on PATH)."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
+    return shutil.which(name, path=search)
 
 
 def free_port() -> int:
@@ -101,7 +111,8 @@ def our_file(path: Path) -> bool:
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """A running single-node SLURM cluster (CPU and GPU partition, one fake GPU), torn down after."""
-    missing = [name for name in REQUIRED_PROGRAMS if shutil.which(name) is None]
+    programs = {name: find_program(name) for name in REQUIRED_PROGRAMS}
+    missing = [name for name, path in programs.items() if path is None]
     if missing:
         pytest.skip(f"SLURM packages absent (missing {', '.join(missing)}): apt-get install slurmctld slurmd slurm-client munge")
     if os.geteuid() != 0:
@@ -137,6 +148,7 @@ def slurm_cluster(tmp_path_factory):
         "memory_mb": 64000,
         "cpu_partition": CPU_PARTITION,
         "gpu_partition": GPU_PARTITION,
+        "sbatch": programs["sbatch"],
     }
 
     processes: dict[str, subprocess.Popen] = {}
@@ -165,7 +177,7 @@ def slurm_cluster(tmp_path_factory):
         start(
             "munged",
             [
-                "munged", "--foreground", "--force",
+                programs["munged"], "--foreground", "--force",
                 f"--socket={socket_path}", f"--key-file={key}",
                 f"--log-file={dirs['munge'] / 'munged.log'}", f"--pid-file={dirs['munge'] / 'munged.pid'}",
                 f"--seed-file={dirs['munge'] / 'munged.seed'}",
@@ -177,10 +189,10 @@ def slurm_cluster(tmp_path_factory):
         for template, path in ((TEMPLATES / "slurm.conf.in", conf), (TEMPLATES / "gres.conf.in", gres)):
             path.write_text(template.read_text().format(**settings))
             written.append(path)
-        start("slurmctld", ["slurmctld", "-D", "-i"])
+        start("slurmctld", [programs["slurmctld"], "-D", "-i"])
         if not wait_for(lambda: subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout.count("UP") > 0, 30):
             raise RuntimeError(f"slurmctld did not answer:\n{tail(dirs['log'] / 'slurmctld.out')}\n{tail(dirs['log'] / 'slurmctld.log')}")
-        start("slurmd", ["slurmd", "-D", "-N", node])
+        start("slurmd", [programs["slurmd"], "-D", "-N", node])
 
         def node_idle() -> bool:
             states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.split()
@@ -285,6 +297,8 @@ def compare_nifti(a: Path, b: Path) -> None:
     np.testing.assert_array_equal(np.asanyarray(image_a.dataobj), np.asanyarray(image_b.dataobj), err_msg=str(a))
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_training_target_runs_through_slurm_like_locally(slurm_cluster, tmp_path):
     started = time.monotonic()
     slurm_dir = copy_workflow(tmp_path / "slurm_run")
@@ -300,7 +314,7 @@ def test_training_target_runs_through_slurm_like_locally(slurm_cluster, tmp_path
     env = dict(os.environ)
     # script: rules run the `python` on PATH: the interpreter running the tests.
     env["PATH"] = os.pathsep.join([str(wrapper_dir), str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(SBATCH_CALL_LOG=str(call_log), REAL_SBATCH=shutil.which("sbatch"))
+    env.update(SBATCH_CALL_LOG=str(call_log), REAL_SBATCH=slurm_cluster["sbatch"])
 
     # The local run goes alongside: the SLURM run spends most of its time waiting for status polls.
     local = snakemake(["--cores", "2"], local_dir, env, tmp_path / "local.log")
@@ -315,12 +329,13 @@ def test_training_target_runs_through_slurm_like_locally(slurm_cluster, tmp_path
         slurm_dir, env, tmp_path / "slurm.log",
     )
     finish(cluster, tmp_path / "slurm.log", 900, "the SLURM run")
+    slurm_seconds = time.monotonic() - started
     finish(local, tmp_path / "local.log", 600, "the local run")
     elapsed = time.monotonic() - started
 
     # --- what was submitted -------------------------------------------------------------------
     calls = [json.loads(line) for line in call_log.read_text().splitlines()]
-    print(f"\n{len(calls)} sbatch calls seen (elapsed {elapsed:.0f} s):")
+    print(f"\n{len(calls)} sbatch calls seen (SLURM run {slurm_seconds:.0f} s, both runs {elapsed:.0f} s):")
     for argv in calls:
         print("sbatch " + shlex.join(argv[: next(i for i, a in enumerate(argv) if a.startswith("--wrap"))]))
     by_rule: dict[str, list[list[str]]] = {}
@@ -375,8 +390,6 @@ def test_training_target_runs_through_slurm_like_locally(slurm_cluster, tmp_path
     assert {"epoch", "train_loss", "val_dice", "lr"} <= set(deterministic)
     pd.testing.assert_frame_equal(local_history[deterministic], slurm_history[deterministic], check_exact=True)
 
-    import torch
-
     local_model = torch.load(local_dir / TARGET, map_location="cpu", weights_only=False)
     slurm_model = torch.load(slurm_dir / TARGET, map_location="cpu", weights_only=False)
     assert local_model["state_dict"].keys() == slurm_model["state_dict"].keys()
@@ -388,3 +401,61 @@ def test_training_target_runs_through_slurm_like_locally(slurm_cluster, tmp_path
     # The two models are 120 MB each; keep the temporary directory small once they agree.
     for directory in (local_dir, slurm_dir):
         shutil.rmtree(directory / "results" / "models")
+
+
+# ---------------------------------------------------------------------------------------------
+# The profile's resources -> sbatch options, for both documented GPU requests (no cluster needed)
+# ---------------------------------------------------------------------------------------------
+
+
+class JobResources(dict):
+    """Resources as the plugin reads them (.get() and attribute access)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def training_sbatch_options(profile_text: str) -> list[str]:
+    """The sbatch options the SLURM plugin builds for a train_model job under a profile."""
+    submit_string = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
+    plugin_utils = pytest.importorskip("snakemake_executor_plugin_slurm.utils")
+    profile = yaml.safe_load(profile_text)
+    rule_resources = {"gpu": 1, "mem_mb": 16000, "runtime": 240}  # what workflow/rules/training.smk declares
+    resources = JobResources(
+        {**profile["default-resources"], **rule_resources, **profile["set-resources"][TRAINING_RULE]}
+    )
+    job = type("TrainingJob", (), {"resources": resources, "threads": 2, "name": TRAINING_RULE})()
+    params = {
+        "run_uuid": "run",
+        "slurm_logfile": "log",
+        "comment_str": f"rule_{TRAINING_RULE}",
+        "account": f" -A {resources['slurm_account']}",
+        "partition": f" -p {resources['slurm_partition']}",
+        "workdir": None,
+    }
+    call = submit_string.get_submit_command(job, params) + plugin_utils.set_gres_string(job)
+    return shlex.split(call)[1:]
+
+
+def test_profile_requests_one_gpu_for_training_with_gpus():
+    argv = training_sbatch_options((PROJECT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert option(argv, "--gpus") == "1"
+    assert option(argv, "--gres") is None
+    assert option(argv, "-p") == yaml.safe_load((PROJECT / "profiles" / "slurm" / "config.yaml").read_text())[
+        "set-resources"
+    ][TRAINING_RULE]["slurm_partition"]
+
+
+def test_profile_gres_alternative_requests_the_gpu_with_gres():
+    # Follow the profile's own instructions: replace `gpu: 1` by the two commented lines.
+    text = (PROJECT / "profiles" / "slurm" / "config.yaml").read_text()
+    lines = text.splitlines()
+    gpu_line = next(i for i, line in enumerate(lines) if line.strip() == "gpu: 1")
+    indent = lines[gpu_line][: len(lines[gpu_line]) - len(lines[gpu_line].lstrip())]
+    alternative = [i for i, line in enumerate(lines) if line.strip() in ("# gpu: 0", '# gres: "gpu:1"')]
+    assert len(alternative) == 2, "the profile no longer documents the gres alternative"
+    for i in alternative:
+        lines[i] = indent + lines[i].strip().removeprefix("# ")
+    del lines[gpu_line]
+    argv = training_sbatch_options("\n".join(lines))
+    assert option(argv, "--gres") == "gpu:1"
+    assert option(argv, "--gpus") is None

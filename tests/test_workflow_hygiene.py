@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,15 @@ PACKAGE_DIR = PROJECT / "src" / "radfusion"
 SCHEMA = PROJECT / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG_README = PROJECT / "config" / "README.md"
 SLURM_PROFILE = PROJECT / "profiles" / "slurm" / "config.yaml"
+
+# The project's directive order (docs/architecture.md: input, output, log, benchmark, params,
+# threads, resources, conda, then the action; wildcard constraints first, as the rules have them)
+# in snakefmt's terms. snakefmt's own default puts conda, threads and resources before params.
+SNAKEFMT_DIRECTIVE_ORDER = (
+    "name,wildcard_constraints,input,output,log,benchmark,pathvars,cache,priority,retries,group,"
+    "localrule,handover,shadow,params,threads,resources,conda,container,singularity,containerized,"
+    "envmodules,message,default_target"
+)
 
 TRAINING_RULE = "train_model"
 # Stages whose jobs run for minutes to hours: each of their rules records a benchmark.
@@ -119,9 +129,11 @@ def test_snakefmt_check_passes():
         snakefmt = shutil.which("snakefmt")
         if snakefmt is None:
             pytest.skip("snakefmt is not installed (pip install snakefmt)")
-    result = run_tool([str(snakefmt), "--check", *map(str, workflow_files())])
+    order = ["--directive-order", SNAKEFMT_DIRECTIVE_ORDER]
+    result = run_tool([str(snakefmt), "--check", *order, *map(str, workflow_files())])
     assert result.returncode == 0, (
-        "snakefmt would reformat (run `snakefmt Snakefile workflow/rules/`):\n" + result.stderr + result.stdout
+        f"snakefmt would reformat; fix with\n  snakefmt {shlex.join(order)} Snakefile workflow/rules/\n"
+        + run_tool([str(snakefmt), "--compact-diff", *order, *map(str, workflow_files())]).stdout[-6000:]
     )
 
 
@@ -175,6 +187,32 @@ def test_long_running_rules_have_a_benchmark(rule):
         f"{rule.where()} runs long ({rule.path.stem} stage) but has no benchmark: directive"
     )
     assert "benchmarks/" in rule.directives["benchmark"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+# ---------------------------------------------------------------------------------------------
+
+PROFILES = sorted((PROJECT / "profiles").glob("*/config.yaml"))
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.parent.name for p in PROFILES])
+def test_profile_plans_the_dag(profile):
+    result = run_snakemake(["-n", "--quiet", "rules", "--profile", str(profile.parent)], timeout=300)
+    assert result.returncode == 0, f"{profile}:\n{result.stdout}\n{result.stderr}"
+    assert TRAINING_RULE in result.stdout
+
+
+def test_gpu_cap_is_in_the_local_profile_only():
+    local = yaml.safe_load((PROJECT / "profiles" / "local" / "config.yaml").read_text())
+    slurm = yaml.safe_load(SLURM_PROFILE.read_text())
+    assert local["resources"] == {"gpu": 1}
+    # On a cluster a global cap would hold the training jobs back one at a time.
+    assert "resources" not in slurm
+    assert slurm["executor"] == "slurm"
+    training = slurm["set-resources"][TRAINING_RULE]
+    assert training["gpu"] == 1
+    assert training["slurm_partition"] != slurm["default-resources"]["slurm_partition"]
 
 
 # ---------------------------------------------------------------------------------------------

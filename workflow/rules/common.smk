@@ -68,7 +68,12 @@ def get_model_evaluation_output():
         expand("results/models/{model}/{input}/fold{fold}/history.tsv", **runs)
         + expand("results/eval/{model}/{input}/fold{fold}/subjects.tsv", **runs)
         + expand("results/eval/{model}/{input}/fold{fold}/slices.tsv", **runs)
-        + expand("results/predictions/{model}/{input}/{subject}.nii.gz", model=MODELS, input=INPUTS, subject=SUBJECTS)
+        + expand(
+            "results/predictions/{model}/{input}/{subject}.nii.gz",
+            model=MODELS,
+            input=INPUTS,
+            subject=SUBJECTS,
+        )
         + ["results/eval/baselines.tsv"]
     )
 
@@ -90,11 +95,18 @@ COMPARED_INPUTS = ["mri", "mri_radiomics"]
 
 def get_stats_output():
     """Tables 1-4, the SDD table and Figures 1 and 4 (SPEC stages 9-10) the config allows: the
-    tables compare MRI with MRI+radiomics, so they need both inputs, and each table its model."""
-    figures = expand("results/figures/figure{number}.{ext}", number=[1, 4], ext=["png", "svg"])
+    tables compare MRI with MRI+radiomics, so they need both inputs, and each table its model.
+    """
+    figures = expand(
+        "results/figures/figure{number}.{ext}", number=[1, 4], ext=["png", "svg"]
+    )
     if not set(COMPARED_INPUTS) <= set(INPUTS):
         return figures
-    tables = [f"results/tables/{table}.csv" for table, model in TABLE_MODELS.items() if model in MODELS]
+    tables = [
+        f"results/tables/{table}.csv"
+        for table, model in TABLE_MODELS.items()
+        if model in MODELS
+    ]
     return tables + ["results/tables/sdd.csv"] + figures
 
 
@@ -120,7 +132,10 @@ def get_table_evaluations(wildcards):
         )
         for name in COMPARED_INPUTS
     }
-    if wildcards.table in ("table1", "table3") and config["stats"]["paired_unit"] == "slice":
+    if (
+        wildcards.table in ("table1", "table3")
+        and config["stats"]["paired_unit"] == "slice"
+    ):
         for name in COMPARED_INPUTS:
             files[f"{name}_slices"] = expand(
                 "results/eval/{model}/{input}/fold{fold}/slices.tsv",

@@ -4,14 +4,23 @@
 
 rule evaluate_models:
     input:
-        models=expand("results/models/{{model}}/{{input}}/fold{fold}/model.pt", fold=FOLDS),
+        models=expand(
+            "results/models/{{model}}/{{input}}/fold{fold}/model.pt", fold=FOLDS
+        ),
         slices=expand("results/slices/{subject}.npz", subject=SUBJECTS),
         flair=expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS),
         folds="results/folds.tsv",
     output:
-        subjects=expand("results/eval/{{model}}/{{input}}/fold{fold}/subjects.tsv", fold=FOLDS),
-        slices=expand("results/eval/{{model}}/{{input}}/fold{fold}/slices.tsv", fold=FOLDS),
-        predictions=expand("results/predictions/{{model}}/{{input}}/{subject}.nii.gz", subject=SUBJECTS),
+        subjects=expand(
+            "results/eval/{{model}}/{{input}}/fold{fold}/subjects.tsv", fold=FOLDS
+        ),
+        slices=expand(
+            "results/eval/{{model}}/{{input}}/fold{fold}/slices.tsv", fold=FOLDS
+        ),
+        predictions=expand(
+            "results/predictions/{{model}}/{{input}}/{subject}.nii.gz",
+            subject=SUBJECTS,
+        ),
     log:
         "logs/evaluation/{model}/{input}.log",
     benchmark:
