@@ -26,6 +26,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -105,7 +106,11 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def our_file(path: Path) -> bool:
-    return path.exists() and MARKER in path.read_text(errors="replace").splitlines()[0]
+    """Whether a file in /etc/slurm was written by this test (its first line names the marker)."""
+    if not path.exists():
+        return False
+    first_line = (path.read_text(errors="replace").splitlines() or [""])[0]
+    return MARKER in first_line
 
 
 @pytest.fixture(scope="module")
@@ -237,20 +242,26 @@ def flatten(mapping: dict, prefix: str = "") -> dict[str, object]:
 
 
 def site_profile(destination: Path) -> Path:
-    """profiles/slurm with only its partition and account names changed, as a user would."""
-    profile = yaml.safe_load((PROJECT / "profiles" / "slurm" / "config.yaml").read_text())
-    original = flatten(profile)
-    profile["default-resources"]["slurm_partition"] = CPU_PARTITION
-    profile["default-resources"]["slurm_account"] = ACCOUNT
-    profile["set-resources"][TRAINING_RULE]["slurm_partition"] = GPU_PARTITION
-    edited = flatten(profile)
-    assert {key for key in edited if edited[key] != original.get(key)} == {
-        "default-resources.slurm_partition",
-        "default-resources.slurm_account",
-        f"set-resources.{TRAINING_RULE}.slurm_partition",
-    }
+    """profiles/slurm with only the three lines marked `<- SITE` edited, as a user would."""
+    text = (PROJECT / "profiles" / "slurm" / "config.yaml").read_text()
+    lines = text.splitlines()
+    site_lines = [i for i, line in enumerate(lines) if "# <- SITE" in line]
+    assert len(site_lines) == 3, "the profile should mark exactly account, CPU and GPU partition"
+    for i in site_lines:
+        key, rest = lines[i].split(":", 1)
+        if key.strip() == "slurm_account":
+            value = ACCOUNT
+        else:
+            value = GPU_PARTITION if "&gpu_partition" in rest else CPU_PARTITION
+        lines[i] = re.sub(r'"[^"]*"', f'"{value}"', lines[i], count=1)
+    edited_text = "\n".join(lines) + "\n"
+    original, edited = flatten(yaml.safe_load(text)), flatten(yaml.safe_load(edited_text))
+    changed = {key for key in edited if edited[key] != original.get(key)}
+    assert changed and all(key.endswith((".slurm_partition", ".slurm_account")) for key in changed), changed
+    assert edited[f"set-resources.{TRAINING_RULE}.slurm_partition"] == GPU_PARTITION
+    assert edited["default-resources.slurm_partition"] == CPU_PARTITION
     destination.mkdir()
-    (destination / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    (destination / "config.yaml").write_text(edited_text)
     return destination
 
 

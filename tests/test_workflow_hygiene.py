@@ -215,6 +215,29 @@ def test_gpu_cap_is_in_the_local_profile_only():
     assert training["slurm_partition"] != slurm["default-resources"]["slurm_partition"]
 
 
+def declared_gpus(rule: RuleDefinition) -> int:
+    match = re.search(r"\bgpu\s*=\s*(\d+)", rule.directives.get("resources", ""))
+    return int(match.group(1)) if match else 0
+
+
+def test_every_gpu_rule_runs_on_the_gpu_partition():
+    # A rule that declares gpu=1 but stays on the CPU partition asks CPU nodes for a GPU: SLURM
+    # rejects the job ("Requested node configuration is not available").
+    slurm = yaml.safe_load(SLURM_PROFILE.read_text())
+    gpu_partition = slurm["set-resources"][TRAINING_RULE]["slurm_partition"]
+    gpu_rules = [rule for rule in all_rules() if declared_gpus(rule) > 0]
+    assert TRAINING_RULE in {rule.name for rule in gpu_rules}
+    stray = [
+        rule.where()
+        for rule in gpu_rules
+        if slurm["set-resources"].get(rule.name, {}).get("slurm_partition") != gpu_partition
+    ]
+    assert not stray, (
+        f"declare a GPU but are not sent to the GPU partition in profiles/slurm/config.yaml "
+        f"(add `<rule>: {{slurm_partition: *gpu_partition}}` under set-resources): {stray}"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Conda environments
 # ---------------------------------------------------------------------------------------------
