@@ -34,6 +34,7 @@ __all__ = [
     "select_example_slices",
     "plot_example_slices",
     "plot_validation_curves",
+    "save_figure",
 ]
 
 _LESION_COLOUR = "#d62728"
@@ -403,3 +404,14 @@ def plot_validation_curves(
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0, 0].set_ylabel("validation Dice")
     return fig
+
+
+def save_figure(figure: Figure, png_path, vector_path=None, *, dpi: int = 150) -> None:
+    """Write ``figure`` as PNG (and SVG/PDF at ``vector_path``), atomically, then close it."""
+    from radfusion.io import atomic_output
+
+    for path, kwargs in ((png_path, {"dpi": dpi}), (vector_path, {})):
+        if path is not None:
+            with atomic_output(path) as tmp:
+                figure.savefig(tmp, **kwargs)
+    plt.close(figure)

@@ -35,10 +35,20 @@ wildcard_constraints:
 def get_final_output():
     """Every target of a full run (rule all)."""
     return (
-        expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS)
+        get_feature_output()
         + get_model_evaluation_output()
         + get_stats_output()
     )
+
+
+def get_feature_output():
+    """Feature maps of every subject, their cohort table and Figures 2-3 (SPEC stages 3-4)."""
+    return expand(
+        "results/features/{subject}/{feature}.nii.gz", subject=SUBJECTS, feature=["cr", "re"]
+    ) + [
+        "results/tables/features.csv",
+        *expand("results/figures/figure{number}.{ext}", number=[2, 3], ext=["png", "svg"]),
+    ]
 
 
 def get_flair_source(wildcards):
