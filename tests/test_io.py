@@ -257,3 +257,15 @@ def test_real_patient_imports(tmp_path):
     assert 7000 < mask.sum() < 9500
     with gzip.open(flair_out) as handle:  # a valid gzip stream
         assert len(handle.read(348)) == 348
+
+
+def test_atomic_output_files_get_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    target = tmp_path / "x.txt"
+    with atomic_output(target) as tmp:
+        tmp.write_text("done")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

@@ -80,9 +80,10 @@ def test_sdd_table(tiny_run):
 
 @pytest.mark.slow
 def test_figures_and_report(tiny_run):
-    figures = [f"figure{n}.{suffix}" for n in (1, 4) for suffix in ("png", "svg")] + ["figure2.png", "figure3.png"]
+    figures = [f"figure{n}.{suffix}" for n in (1, 2, 3, 4) for suffix in ("png", "svg")]
     for name in figures:
         assert (tiny_run / "results/figures" / name).stat().st_size > 10_000, name
     page = (tiny_run / "results/report.html").read_text(encoding="utf-8", errors="replace")
-    for name in ("table1.csv", "table2.csv", "table3.csv", "table4.csv", "sdd.csv", "figure1.png", "figure4.png"):
+    for name in ("table1.csv", "table2.csv", "table3.csv", "table4.csv", "sdd.csv", "features.csv",
+                 *[f"figure{n}.png" for n in (1, 2, 3, 4)]):
         assert name in page, name

@@ -379,7 +379,7 @@ def plot_validation_curves(
     )
 
     fig, axes = plt.subplots(
-        1, len(models), figsize=(5.2 * len(models), 4.0), sharey=True, squeeze=False, layout="constrained"
+        1, len(models), figsize=(5.2 * len(models), 4.6), sharey=True, squeeze=False, layout="constrained"
     )
     for ax, model in zip(axes[0], models):
         for index, input_name in enumerate(inputs):
@@ -400,7 +400,8 @@ def plot_validation_curves(
         ax.set_title(_MODEL_LABELS.get(model, model))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small", frameon=True, framealpha=0.85)
+        # below the panel: jagged curves leave no reliably empty corner inside it
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize="small", frameon=False)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0, 0].set_ylabel("validation Dice")
     return fig

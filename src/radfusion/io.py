@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SAMPLE_COLUMNS = ("subject", "flair", "mask")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class InputError(ValueError):
@@ -54,6 +56,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes files owner-only; give them the usual permissions
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

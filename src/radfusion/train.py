@@ -128,7 +128,7 @@ def pooled_dice(
     model.eval()
     tp = fp = fn = 0
     for start in range(0, images.shape[0], INFERENCE_BATCH):
-        x = images[start : start + INFERENCE_BATCH]
+        x = images[start : start + INFERENCE_BATCH].contiguous(memory_format=torch.channels_last)
         y = masks[start : start + INFERENCE_BATCH] > 0.5
         with torch.autocast(device_type=x.device.type, enabled=autocast):
             logits = model(x)
@@ -235,7 +235,8 @@ def train_epochs(
     autocast = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=autocast)
     generator = torch.Generator().manual_seed(seed)
-    model.to(device)
+    # channels_last: 15-25 % faster convolutions on CPU (oneDNN) and tensor cores alike.
+    model.to(device, memory_format=torch.channels_last)
     train_images, train_masks = train_images.to(device), train_masks.to(device)
     val_images, val_masks = val_images.to(device), val_masks.to(device)
 
@@ -266,7 +267,7 @@ def train_epochs(
             x = train_images[batch.to(device)]
             y = train_masks[batch.to(device)]
             flip = flips[batch].to(device)[:, None, None, None]
-            x = torch.where(flip, x.flip(-1), x)
+            x = torch.where(flip, x.flip(-1), x).contiguous(memory_format=torch.channels_last)
             y = torch.where(flip, y.flip(-1), y)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, enabled=autocast):

@@ -34,11 +34,7 @@ wildcard_constraints:
 
 def get_final_output():
     """Every target of a full run (rule all)."""
-    return (
-        get_feature_output()
-        + get_model_evaluation_output()
-        + get_stats_output()
-    )
+    return get_feature_output() + get_model_evaluation_output() + get_stats_output()
 
 
 def get_feature_output():

@@ -50,6 +50,8 @@ rule evaluate_baselines:
         "results/eval/baselines.tsv",
     log:
         "logs/evaluation/baselines.log",
+    benchmark:
+        "benchmarks/results/evaluation/baselines.tsv"
     params:
         subjects=SUBJECTS,
     threads: 1

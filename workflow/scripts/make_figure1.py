@@ -10,8 +10,14 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 import numpy as np
 import pandas as pd
 
-from radfusion.figures import ExampleSlice, lesion_voxels_per_slice, plot_example_slices, select_example_slices
-from radfusion.io import atomic_output, load_volume
+from radfusion.figures import (
+    ExampleSlice,
+    lesion_voxels_per_slice,
+    plot_example_slices,
+    save_figure,
+    select_example_slices,
+)
+from radfusion.io import load_volume
 from radfusion.stats import read_metric_tables
 
 runs = [(run["model"], run["input"]) for run in snakemake.params.runs]
@@ -49,7 +55,4 @@ for subject, k in chosen:
         )
     )
 figure = plot_example_slices(examples)
-with atomic_output(snakemake.output.png) as tmp:
-    figure.savefig(tmp, dpi=150)
-with atomic_output(snakemake.output.svg) as tmp:
-    figure.savefig(tmp)
+save_figure(figure, snakemake.output.png, snakemake.output.svg)

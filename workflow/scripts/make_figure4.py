@@ -6,14 +6,10 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from radfusion.figures import plot_validation_curves
-from radfusion.io import atomic_output
+from radfusion.figures import plot_validation_curves, save_figure
 from radfusion.stats import read_histories
 
 histories = read_histories(snakemake.input, snakemake.params.runs)
 figure = plot_validation_curves(histories, models=snakemake.params.models, inputs=snakemake.params.inputs)
-with atomic_output(snakemake.output.png) as tmp:
-    figure.savefig(tmp, dpi=150)
-with atomic_output(snakemake.output.svg) as tmp:
-    figure.savefig(tmp)
+save_figure(figure, snakemake.output.png, snakemake.output.svg)
 logging.info("figure 4 from %d training runs", len(snakemake.params.runs))
