@@ -140,6 +140,13 @@ def test_subject_scores_pool_counts_not_slice_means():
     assert set(row) == set(SUBJECT_COLUMNS) and set(rows[0]) == set(SLICE_COLUMNS)
 
 
+def test_subject_without_slices_scores_nan_not_one():
+    row, rows = score_subject(np.zeros((0, 4, 4)), np.zeros((0, 4, 4)), subject="s", fold=1, slice_index=[])
+    assert rows == [] and row["n_slices"] == 0
+    assert all(np.isnan(row[key]) for key in ("dice", "precision", "sensitivity", "lesion_f1"))
+    assert predict_slice_masks(BrightPixels(), np.zeros((0, 3, 20, 30)), channels=[0], image_size=32).shape == (0, 20, 30)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_agrees_with_brute_force_on_random_masks(seed):
     rng = np.random.default_rng(seed)

@@ -22,7 +22,6 @@ from radfusion.slices import save_slices
 from radfusion.train import (
     HISTORY_COLUMNS,
     epoch_batches,
-    fit_one_fold,
     iterations_per_epoch,
     load_trained_model,
     pooled_dice,
@@ -56,13 +55,13 @@ def toy_data(n: int = 10, size: int = 16, seed: int = 0):
     return torch.from_numpy(images), torch.from_numpy(masks)
 
 
-def run_toy(epochs: int = 3, checkpoint=None, loss_fn=None, seed: int = 0):
+def run_toy(epochs: int = 3, checkpoint=None, loss_fn=None, seed: int = 0, warmup_iters: int = 2):
     torch.manual_seed(seed)
     model = TinyNet()
     optimizer = build_optimizer("adamw", model.parameters(), lr=1e-2, weight_decay=1e-5)
     images, masks = toy_data()
     scheduler = build_scheduler(
-        "warmup_cosine", optimizer, epochs=epochs, iters_per_epoch=iterations_per_epoch(8, 3), warmup_iters=2
+        "warmup_cosine", optimizer, epochs=epochs, iters_per_epoch=iterations_per_epoch(8, 3), warmup_iters=warmup_iters
     )
     history = train_epochs(
         model,
@@ -90,6 +89,15 @@ def test_history_columns_and_one_row_per_epoch():
     assert history["epoch"].tolist() == [1, 2, 3]
     assert np.isfinite(history[["train_loss", "val_dice", "lr", "seconds"]].to_numpy()).all()
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+
+
+def test_history_lr_is_the_rate_of_the_epochs_last_step():
+    # 3 steps per epoch, warm-up over 3 steps: epoch 1's last step (index 2) runs at 2/3 of the
+    # way from 1e-6 to 1e-2; the base rate applies only from the next step on.
+    _, history = run_toy(epochs=3, warmup_iters=3)
+    assert history["lr"].iloc[0] == pytest.approx(1e-6 + (1e-2 - 1e-6) * 2 / 3)
+    assert history["lr"].iloc[1] == pytest.approx(1e-2)
+    assert history["lr"].iloc[2] == pytest.approx(5e-6)
 
 
 def test_two_runs_give_identical_histories_and_weights():

@@ -185,6 +185,7 @@ def score_subject(
     subject_row : dict
         Keys of ``SUBJECT_COLUMNS``: voxel counts pooled over the n slices, scores from the
         pooled counts (not a mean of per-slice scores), lesion counts summed over slices.
+        Scores are NaN when the subject has no exported slice.
     slice_rows : list of dict
         Keys of ``SLICE_COLUMNS``, one per slice.
     """
@@ -209,8 +210,13 @@ def score_subject(
     tp, fp, fn = (sum(row[key] for row in slice_rows) for key in ("tp", "fp", "fn"))
     counts = {key: sum(row[key] for row in slice_rows) for key in
               ("true_lesions", "detected_lesions", "predicted_lesions", "correct_predicted_lesions")}
+    scores = {**overlap_scores(tp, fp, fn), **lesion_scores(counts)}
+    if not slice_rows:
+        # No exported slice (e.g. an empty mask): nothing was scored, so no score (NaN), rather
+        # than the "both empty" 1 that would inflate the fold mean.
+        scores = dict.fromkeys(scores, float("nan"))
     subject_row = {
-        "subject": subject, "fold": fold, **overlap_scores(tp, fp, fn), **lesion_scores(counts),
+        "subject": subject, "fold": fold, **scores,
         "n_slices": len(slice_rows), "true_voxels": tp + fn, "predicted_voxels": tp + fp,
         "tp": tp, "fp": fp, "fn": fn, **counts,
     }
@@ -276,6 +282,8 @@ def predict_slice_masks(
     if images.ndim != 4:
         raise ValueError(f"expected images (n, C, H, W), got shape {images.shape}")
     height, width = images.shape[-2:]
+    if images.shape[0] == 0:
+        return np.zeros((0, height, width), dtype=np.uint8)
     x = resize_images(torch.from_numpy(np.ascontiguousarray(images[:, list(channels)])), image_size)
     binary = (predict_probabilities(model, x) > threshold).float()
     return resize_masks(binary, (height, width))[:, 0].numpy().astype(np.uint8)

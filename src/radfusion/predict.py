@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -120,6 +121,7 @@ def choose_model_input(
     *,
     model: str = "best",
     input_name: str = "best",
+    candidates: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[str, str, float]:
     """The (model, input) pair to predict with: named, or the best cross-validated one.
 
@@ -132,6 +134,9 @@ def choose_model_input(
         ``"best"`` or a model name (``resnext_unet``, ``attention_unet``).
     input_name : str
         ``"best"`` or an input name (``mri``, ``mri_radiomics``).
+    candidates : sequence of (model, input), optional
+        The pairs ``"best"`` may choose from (e.g. the config's models and inputs); default:
+        every pair evaluated under ``eval_dir``.
 
     Returns
     -------
@@ -155,18 +160,21 @@ def choose_model_input(
                 f"folder '{eval_dir}': no evaluation results (*/*/fold*/subjects.tsv) to choose the best "
                 f"model and input from; run the evaluation first or name --model and --input"
             )
-        candidates = runs
+        allowed = runs
+        if candidates is not None:
+            pairs = {(str(m), str(i)) for m, i in candidates}
+            allowed = allowed[[(m, i) in pairs for m, i in zip(allowed["model"], allowed["input"])]]
         if model != "best":
-            candidates = candidates[candidates["model"] == model]
+            allowed = allowed[allowed["model"] == model]
         if input_name != "best":
-            candidates = candidates[candidates["input"] == input_name]
-        if candidates.empty:
+            allowed = allowed[allowed["input"] == input_name]
+        if allowed.empty:
             evaluated = ", ".join(f"{m}/{i}" for m, i in zip(runs["model"], runs["input"]))
             raise InputError(
                 f"folder '{eval_dir}': no evaluation results for model '{model}', input '{input_name}'; "
                 f"evaluated: {evaluated}"
             )
-        best = candidates.iloc[0]
+        best = allowed.iloc[0]
         return str(best["model"]), str(best["input"]), float(best["cv_dice"])
     cv_dice = float("nan")
     if runs is not None:
@@ -684,7 +692,7 @@ def predict_patient(
         for path in model_paths:
             try:
                 model, info = load_trained_model(path, device=device)
-            except (OSError, ValueError, KeyError, RuntimeError) as err:
+            except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
                 raise InputError(f"file '{path}': cannot be loaded as a trained model ({err})") from err
             models.append(model)
             infos.append(info)
@@ -772,7 +780,8 @@ def read_patient_sheet(path: str | os.PathLike) -> pd.DataFrame:
 
     Notes
     -----
-    IDs must be unique and non-empty and use letters, digits, ``_ . -`` (they name folders);
+    IDs must be unique, start with a letter or digit and use letters, digits, ``_ . -`` (they
+    name folders, as the sample sheet's subject IDs do);
     every patient needs a FLAIR (NIfTI file or DICOM folder). Problems raise
     :class:`~radfusion.io.InputError` naming the sheet.
     """
@@ -786,9 +795,12 @@ def read_patient_sheet(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(f"file '{path}': missing column(s) {missing}; expected columns ['patient', 'flair']")
     for column in ("patient", "flair"):
         sheet[column] = sheet[column].str.strip()
-    bad = [p for p in sheet["patient"] if not re.fullmatch(r"[A-Za-z0-9_.-]+", p)]
+    bad = [p for p in sheet["patient"] if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p)]
     if bad:
-        raise InputError(f"file '{path}': patient IDs must be letters, digits, '_', '.', '-'; got {bad}")
+        raise InputError(
+            f"file '{path}': patient IDs must be letters, digits, '_', '.', '-' (starting with a letter or "
+            f"digit); got {bad}"
+        )
     duplicated = sorted(set(sheet.loc[sheet["patient"].duplicated(), "patient"]))
     if duplicated:
         raise InputError(f"file '{path}': duplicate patient ID(s) {duplicated}")

@@ -244,7 +244,8 @@ def train_epochs(
     start_epoch = 1
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        # On the CPU: generator states must be CPU tensors; load_state_dict moves the rest.
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("settings") != settings:
             log.warning("checkpoint %s was made with other settings; training starts over", checkpoint_path)
         else:
@@ -277,12 +278,12 @@ def train_epochs(
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}")
             scaler.scale(loss).backward()
+            lr = float(optimizer.param_groups[0]["lr"])  # the rate this step uses
             scaler.step(optimizer)
             scaler.update()
             scheduler.step_iteration()
             loss_sum += float(loss.detach()) * batch.numel()
             seen += batch.numel()
-        lr = float(optimizer.param_groups[0]["lr"])
         scheduler.step_epoch()
         val_dice = pooled_dice(model, val_images, val_masks, threshold=threshold, autocast=autocast)
         history.append(

@@ -5,6 +5,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from radfusion.io import check_sample_sheet
+from radfusion.predict import OUTPUT_FILES, read_patient_sheet
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -194,3 +195,66 @@ def get_figure1_inputs(wildcards):
         "masks": expand("results/nifti/{subject}/mask.nii.gz", subject=SUBJECTS),
         "flairs": expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS),
     }
+
+
+# Prediction for new patients (SPEC stage 12): the sheet config predict.samples, if any.
+PREDICT_PATIENTS = (
+    read_patient_sheet(config["predict"]["samples"])
+    if config["predict"].get("samples")
+    else None
+)
+
+
+def get_predict_flair(wildcards):
+    """The patient's FLAIR (NIfTI file or DICOM folder) from the predict.samples sheet."""
+    if PREDICT_PATIENTS is None:
+        raise ValueError(
+            "no patients to predict: set config predict.samples to a TSV with columns "
+            "patient, flair (e.g. --config predict='{samples: patients.tsv}')"
+        )
+    if wildcards.patient not in PREDICT_PATIENTS.index:
+        raise ValueError(
+            f"patient '{wildcards.patient}' is not listed in {config['predict']['samples']}"
+        )
+    return PREDICT_PATIENTS.loc[wildcards.patient, "flair"]
+
+
+def get_predict_runs():
+    """The (model, input) pairs to predict with: the named ones, or every config pair for best."""
+    wanted_model, wanted_input = config["predict"]["model"], config["predict"]["input"]
+    return [
+        [model, name]
+        for model in MODELS
+        for name in INPUTS
+        if wanted_model in ("best", model) and wanted_input in ("best", name)
+    ]
+
+
+def get_predict_models():
+    """Fold models of every (model, input) prediction may use."""
+    return [
+        f"results/models/{model}/{name}/fold{fold}/model.pt"
+        for model, name in get_predict_runs()
+        for fold in FOLDS
+    ]
+
+
+def get_predict_evaluations():
+    """Evaluation tables that choose the best (model, input); none when both are named."""
+    if "best" not in (config["predict"]["model"], config["predict"]["input"]):
+        return []
+    return [
+        f"results/eval/{model}/{name}/fold{fold}/subjects.tsv"
+        for model, name in get_predict_runs()
+        for fold in FOLDS
+    ]
+
+
+def get_predict_output():
+    """The prediction outputs of every patient of the predict.samples sheet."""
+    patients = [] if PREDICT_PATIENTS is None else list(PREDICT_PATIENTS.index)
+    return expand(
+        "results/predict/{patient}/{name}",
+        patient=patients,
+        name=[OUTPUT_FILES[key] for key in ("mask", "summary", "lesions", "overlay")],
+    )
