@@ -26,7 +26,7 @@ def test_default_config_plans_the_dag():
 
 
 def test_quick_overlay_plans_a_smaller_cohort():
-    result = run_snakemake(["-n", "--configfile", "config/quick.yaml"], timeout=300)
+    result = run_snakemake(["-n", "--forceall", "--configfile", "config/quick.yaml"], timeout=300)
     assert result.returncode == 0, result.stderr
     counts = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("demo_subject")}
     assert counts == {"demo_subject": 12}

@@ -529,9 +529,9 @@ def plot_lesion_overlay(
         chosen = np.sort([k for k in ranked[:n_slices] if per_slice[k] > 0])
     else:
         chosen = np.array([int(np.argmax((flair > 0).sum(axis=(0, 1))))])
-    fig, axes = plt.subplots(
-        1, len(chosen), figsize=(panel_size * len(chosen), panel_size * 1.25), squeeze=False, layout="constrained"
-    )
+    # at least two panels wide, so that a title of two short lines fits above a single slice
+    width = panel_size * max(len(chosen), 2)
+    fig, axes = plt.subplots(1, len(chosen), figsize=(width, panel_size * 1.35), squeeze=False, layout="constrained")
     tint = matplotlib.colors.to_rgba("#ff3b30", alpha=0.35)
     for ax, k in zip(axes[0], chosen):
         image, lesion = flair[:, :, k], mask[:, :, k]
@@ -751,7 +751,7 @@ def predict_patient(
             n_slices=n_overlay_slices,
             title=(
                 f"{patient}: {len(lesions)} lesion{'s' if len(lesions) != 1 else ''}, "
-                f"{summary['total_volume_ml']:.2f} mL ({model_name}/{input_name}, {len(models)} folds)"
+                f"{summary['total_volume_ml']:.2f} mL\n{model_name}/{input_name}, mean of {len(models)} fold models"
             ),
         )
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -766,7 +766,7 @@ def predict_patient(
                 if source.exists():
                     with atomic_output(out_dir / name) as path:
                         shutil.copyfile(source, path)
-    log.info("%s: %d lesions, %.3f mL, written to %s", patient, len(lesions), summary["total_volume_ml"], out_dir)
+    log.info("%s: %d lesion(s), %.3f mL, written to %s", patient, len(lesions), summary["total_volume_ml"], out_dir)
     return summary
 
 

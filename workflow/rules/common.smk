@@ -41,10 +41,14 @@ def get_final_output():
 def get_feature_output():
     """Feature maps of every subject, their cohort table and Figures 2-3 (SPEC stages 3-4)."""
     return expand(
-        "results/features/{subject}/{feature}.nii.gz", subject=SUBJECTS, feature=["cr", "re"]
+        "results/features/{subject}/{feature}.nii.gz",
+        subject=SUBJECTS,
+        feature=["cr", "re"],
     ) + [
         "results/tables/features.csv",
-        *expand("results/figures/figure{number}.{ext}", number=[2, 3], ext=["png", "svg"]),
+        *expand(
+            "results/figures/figure{number}.{ext}", number=[2, 3], ext=["png", "svg"]
+        ),
     ]
 
 
