@@ -14,8 +14,7 @@ SAMPLES = check_sample_sheet(
     n_folds=config["folds"],
     sheet=config["samples"],
 )
-for _, row in SAMPLES.iterrows():
-    validate(row.to_frame().T, schema="../schemas/samples.schema.yaml")
+validate(SAMPLES, schema="../schemas/samples.schema.yaml", set_default=False)
 SAMPLES = SAMPLES.set_index("subject", drop=False)
 
 SUBJECTS = list(SAMPLES.index)
