@@ -269,3 +269,8 @@ def test_atomic_output_files_get_usual_permissions(tmp_path):
     with atomic_output(target) as tmp:
         tmp.write_text("done")
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_sample_sheet_malformed_id():
+    with pytest.raises(InputError, match=r"my\.tsv: subject IDs must be letters.*\['a b'\]"):
+        check_sample_sheet(sheet(["a b", "c"]), n_folds=2, sheet="my.tsv")

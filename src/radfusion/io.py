@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -324,21 +325,40 @@ def check_sample_sheet(samples: pd.DataFrame, *, n_folds: int, sheet: str = "sam
     samples : DataFrame
         The same table, with surrounding whitespace stripped.
     """
-    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
-    if missing:
-        raise InputError(f"{sheet}: missing column(s) {missing}; expected columns {list(SAMPLE_COLUMNS)}")
-    samples = samples.copy()
-    for column in SAMPLE_COLUMNS:
-        samples[column] = samples[column].astype(str).str.strip()
-    empty = samples.loc[samples["subject"] == "", "subject"].index.tolist()
-    if empty:
-        raise InputError(f"{sheet}: empty subject ID in row(s) {[i + 2 for i in empty]}")
-    duplicated = sorted(set(samples.loc[samples["subject"].duplicated(), "subject"]))
-    if duplicated:
-        raise InputError(f"{sheet}: duplicate subject ID(s) {duplicated}")
-    no_flair = samples.loc[samples["flair"] == "", "subject"].tolist()
-    if no_flair:
-        raise InputError(f"{sheet}: no FLAIR given for subject(s) {no_flair}")
+    samples = check_id_table(samples, id_column="subject", columns=SAMPLE_COLUMNS, sheet=sheet)
     if len(samples) < n_folds:
         raise InputError(f"{sheet}: {len(samples)} subject(s) is fewer than the {n_folds} folds; need at least one per fold")
     return samples
+
+
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+def check_id_table(table: pd.DataFrame, *, id_column: str, columns, sheet: str) -> pd.DataFrame:
+    """Check a sheet with one row per ID and a FLAIR column (sample or patient sheet).
+
+    Strips whitespace, then refuses missing columns, empty or malformed IDs (IDs name folders:
+    letters, digits, ``_ . -``, starting with a letter or digit), duplicate IDs and rows without
+    a FLAIR, with an :class:`InputError` naming ``sheet``.
+    """
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"{sheet}: missing column(s) {missing}; expected columns {list(columns)}")
+    table = table.copy()
+    for column in columns:
+        table[column] = table[column].astype(str).str.strip()
+    empty = table.loc[table[id_column] == "", id_column].index.tolist()
+    if empty:
+        raise InputError(f"{sheet}: empty {id_column} ID in row(s) {[i + 2 for i in empty]}")
+    bad = [name for name in table[id_column] if not re.fullmatch(ID_PATTERN, name)]
+    if bad:
+        raise InputError(
+            f"{sheet}: {id_column} IDs must be letters, digits, '_', '.', '-' (starting with a letter or digit); got {bad}"
+        )
+    duplicated = sorted(set(table.loc[table[id_column].duplicated(), id_column]))
+    if duplicated:
+        raise InputError(f"{sheet}: duplicate {id_column} ID(s) {duplicated}")
+    no_flair = table.loc[table["flair"] == "", id_column].tolist()
+    if no_flair:
+        raise InputError(f"{sheet}: no FLAIR given for {id_column}(s) {no_flair}")
+    return table

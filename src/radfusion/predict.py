@@ -33,7 +33,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from radfusion.io import InputError, atomic_output, dicom_to_nifti, import_subject, load_volume, sidecar_path
+from radfusion.io import (
+    InputError,
+    atomic_output,
+    check_id_table,
+    dicom_to_nifti,
+    import_subject,
+    load_volume,
+    sidecar_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -790,21 +798,5 @@ def read_patient_sheet(path: str | os.PathLike) -> pd.DataFrame:
         sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise InputError(f"file '{path}': cannot be read as a tab-separated patient sheet ({err})") from err
-    missing = [c for c in ("patient", "flair") if c not in sheet.columns]
-    if missing:
-        raise InputError(f"file '{path}': missing column(s) {missing}; expected columns ['patient', 'flair']")
-    for column in ("patient", "flair"):
-        sheet[column] = sheet[column].str.strip()
-    bad = [p for p in sheet["patient"] if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p)]
-    if bad:
-        raise InputError(
-            f"file '{path}': patient IDs must be letters, digits, '_', '.', '-' (starting with a letter or "
-            f"digit); got {bad}"
-        )
-    duplicated = sorted(set(sheet.loc[sheet["patient"].duplicated(), "patient"]))
-    if duplicated:
-        raise InputError(f"file '{path}': duplicate patient ID(s) {duplicated}")
-    no_flair = sheet.loc[sheet["flair"] == "", "patient"].tolist()
-    if no_flair:
-        raise InputError(f"file '{path}': no FLAIR given for patient(s) {no_flair}")
+    sheet = check_id_table(sheet, id_column="patient", columns=("patient", "flair"), sheet=f"file '{path}'")
     return sheet.set_index("patient", drop=False)
