@@ -2,7 +2,8 @@
 
 For each network, with its protocol (``config/config.yaml``, or ``--configfile`` overlays such as
 ``config/quick.yaml``): trains on random in-memory slices through the project's own loop
-(:func:`radfusion.train.train_epochs`: autocast + GradScaler on CUDA, the protocol's loss,
+(:func:`radfusion.train.train_epochs`: with ``training.mixed_precision``, float16 autocast +
+GradScaler on CUDA and bfloat16 autocast on CPUs with native bfloat16; the protocol's loss,
 optimizer and schedule, horizontal flips) and times the last of two epochs (the first warms up
 kernels and allocators); then times inference (:func:`radfusion.evaluate.predict_probabilities`).
 From the measured images/s it projects one cross-validation job and the whole protocol
@@ -37,7 +38,7 @@ from radfusion.evaluate import predict_probabilities
 from radfusion.losses import build_loss
 from radfusion.models import build_model
 from radfusion.optim import build_optimizer, build_scheduler
-from radfusion.train import iterations_per_epoch, resolve_device, seed_everything, train_epochs
+from radfusion.train import iterations_per_epoch, resolve_device, seed_everything, train_epochs, uses_autocast
 
 PROJECT = Path(__file__).resolve().parents[1]
 INPUT_CHANNELS = {"mri": 1, "mri_radiomics": 3}
@@ -64,7 +65,9 @@ def random_slices(n: int, channels: int, size: int, generator: torch.Generator) 
     return images, masks
 
 
-def training_rate(name: str, protocol: dict, channels: int, device: torch.device, batches: int) -> float:
+def training_rate(
+    name: str, protocol: dict, channels: int, device: torch.device, batches: int, mixed_precision: bool = True
+) -> float:
     """Training images per second of one network with its protocol (last of two epochs)."""
     seed_everything(0)
     model = build_model(name, channels)
@@ -83,6 +86,7 @@ def training_rate(name: str, protocol: dict, channels: int, device: torch.device
     history = train_epochs(
         model, optimizer, scheduler, build_loss(protocol["loss"]), images, masks, empty, masks[:0],
         epochs=2, batch_size=protocol["batch_size"], hflip=protocol.get("hflip", 0.5), seed=0, device=device,
+        mixed_precision=mixed_precision,
     )
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -139,9 +143,15 @@ def main() -> None:
         "folds": folds,
         "runs": [],
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.slices} slices, {folds} folds")
+    mixed_precision = config["training"].get("mixed_precision", True)
+    results["mixed_precision"] = mixed_precision
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.slices} slices, {folds} folds; "
+        f"mixed precision {'on' if mixed_precision else 'off'}"
+    )
     for device_name in devices:
         device = resolve_device(device_name)
+        print(f"{device_name}: autocast {'on' if uses_autocast(device, mixed_precision) else 'off'}")
         if device.type == "cuda":
             print(f"CUDA device: {torch.cuda.get_device_name(device)}")
         total = 0.0
@@ -151,7 +161,7 @@ def main() -> None:
             timed = dict(protocol)
             if device.type == "cpu" and args.cpu_batch_size:
                 timed["batch_size"] = args.cpu_batch_size
-            train = training_rate(name, timed, args.channels, device, batches)
+            train = training_rate(name, timed, args.channels, device, batches, mixed_precision)
             infer = inference_rate(name, protocol, args.channels, device, args.inference_images)
             job = protocol["epochs"] * (n_train / train + n_val / infer) + n_val / infer
             jobs = n_inputs * folds

@@ -39,6 +39,25 @@ def run_snakemake(args: list[str], cwd: Path = PROJECT, timeout: int = 1800) -> 
     )
 
 
+#: The tiniest whole DAG: the quick settings plus tests/data/tiny.yaml (6 subjects, 3 folds).
+TINY_CONFIG = ["--configfile", "config/quick.yaml", "tests/data/tiny.yaml"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The default target and the report with the quick settings on the tiny cohort, run once per
+    session in a scratch copy of the workflow; its models also serve the prediction tests."""
+    root = tmp_path_factory.mktemp("e2e")
+    shutil.copy(PROJECT / "Snakefile", root / "Snakefile")
+    for folder in ("workflow", "config", "tests/data"):
+        shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    result = run_snakemake(["--cores", "2", *TINY_CONFIG], cwd=root, timeout=3600)
+    assert result.returncode == 0, result.stderr[-8000:]
+    report = run_snakemake(["--report", "results/report.html", *TINY_CONFIG], cwd=root, timeout=600)
+    assert report.returncode == 0, report.stderr[-8000:]
+    return root
+
+
 @pytest.fixture
 def write_nifti(tmp_path):
     """Write an array as NIfTI under tmp_path and return the path."""

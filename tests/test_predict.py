@@ -17,7 +17,6 @@ from torch import nn
 from radfusion.cli import main
 from radfusion.io import InputError, import_subject, load_volume
 from radfusion.models import build_model
-from radfusion.normalize import normalize_intensity, quantize_8bit
 from radfusion.predict import (
     LESION_COLUMNS,
     OUTPUT_FILES,
@@ -36,11 +35,9 @@ from radfusion.predict import (
     read_patient_sheet,
     voxel_volume_ml,
 )
-from radfusion.radiomics import radiomics_volume
-from radfusion.slices import export_slices, save_slices
-from radfusion.train import fit_one_fold, save_model
+from radfusion.train import save_model
 
-from conftest import PROJECT, shared_data
+from conftest import shared_data
 
 LPS = np.array([[-1.2, 0, 0, 20.0], [0, -1.0, 0, 15.0], [0, 0, 2.0, -6.0], [0, 0, 0, 1]])
 
@@ -369,50 +366,21 @@ def test_patient_sheet(tmp_path):
 # --- acceptance: a real MS patient, fold models trained by the library --------------------------
 
 
-@pytest.fixture(scope="module")
-def patient26_fold_models(tmp_path_factory):
-    """Two fold models of resnext_unet/mri trained for one epoch on patient26's lesion slices."""
-    flair_path = shared_data("open_ms_data", "patient26", "FLAIR.nii.gz")
-    mask_path = shared_data("open_ms_data", "patient26", "lesion_mask.nii.gz")
-    root = tmp_path_factory.mktemp("patient26")
-    import_subject(flair_path, mask_path, root / "flair.nii.gz", root / "mask.nii.gz", subject="patient26")
-    flair, _ = load_volume(root / "flair.nii.gz")
-    mask, _ = load_volume(root / "mask.nii.gz", dtype=np.uint8)
-    normalized = normalize_intensity(flair)
-    cr, re = radiomics_volume(quantize_8bit(normalized), threads=2)
-    arrays = export_slices(normalized, cr, re, mask, stride=6)
-    # two pseudo-subjects (alternate lesion slices), one per fold
-    slice_paths = {}
-    for half, subject in enumerate(("p26a", "p26b")):
-        part = {key: arrays[key][half::2] for key in ("images", "masks", "slice_index")}
-        slice_paths[subject] = root / f"{subject}.npz"
-        save_slices({**part, "shape": arrays["shape"]}, slice_paths[subject])
-    models_dir = root / "models"
-    for fold in (1, 2):
-        run = models_dir / "resnext_unet" / "mri" / f"fold{fold}"
-        fit_one_fold(
-            slice_paths, {"p26a": 1, "p26b": 2}, fold=fold, model_name="resnext_unet", input_name="mri",
-            model_path=run / "model.pt", history_path=run / "history.tsv", checkpoint_path=run / "checkpoint.pt",
-            image_size=32, epochs=1, batch_size=8, loss="dice_bce", optimizer="adamw", lr=1e-3,
-            scheduler="exponential", seed=fold, device="cpu",
-        )
-    eval_dir = root / "eval"
-    write_eval(eval_dir, "resnext_unet", "mri", [[0.6], [0.7]])
-    write_eval(eval_dir, "attention_unet", "mri", [[0.4], [0.5]])
-    return models_dir, eval_dir
-
-
 @pytest.mark.slow
-def test_acceptance_patient07_with_trained_fold_models(tmp_path, patient26_fold_models, capsys):
-    models_dir, eval_dir = patient26_fold_models
+def test_acceptance_patient07_with_the_quick_runs_fold_models(tmp_path, tiny_run, capsys):
+    """Issue acceptance: a real patient through the fold models of a quick-settings workflow run
+    (the session's tiny run: config/quick.yaml + tests/data/tiny.yaml, 3 folds)."""
     source = shared_data("open_ms_data", "patient07", "FLAIR.nii.gz")
     out = tmp_path / "patient07"
+    configs = ["config/config.yaml", "config/quick.yaml", "tests/data/tiny.yaml"]
     status = main(
-        ["predict", str(source), "--out", str(out), "--models-dir", str(models_dir), "--eval-dir", str(eval_dir),
-         "--configfile", str(PROJECT / "config" / "config.yaml"), "--device", "cpu", "--threads", "2", "-q"]
+        ["predict", str(source), "--out", str(out), "--models-dir", str(tiny_run / "results" / "models"),
+         "--eval-dir", str(tiny_run / "results" / "eval"), "--device", "cpu", "--threads", "2", "-q"]
+        + [arg for config in configs for arg in ("--configfile", str(tiny_run / config))]
     )
     assert status == 0
-    assert "resnext_unet/mri, 2 fold models, cross-validated Dice 0.650" in capsys.readouterr().out
+    model, input_name, cv_dice = choose_model_input(tiny_run / "results" / "eval")
+    assert f"({model}/{input_name}, 3 fold models, cross-validated Dice {cv_dice:.3f})" in capsys.readouterr().out
 
     image, written = nib.load(str(source)), nib.load(str(out / OUTPUT_FILES["mask"]))
     assert written.shape == image.shape == (182, 218, 182)
@@ -425,8 +393,7 @@ def test_acceptance_patient07_with_trained_fold_models(tmp_path, patient26_fold_
     voxel_ml = abs(np.linalg.det(image.affine[:3, :3])) / 1000
     assert summary["total_volume_ml"] == pytest.approx(np.count_nonzero(mask) * voxel_ml, rel=1e-9)
     assert summary["lesion_count"] == ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]
-    assert (summary["model"], summary["input"], summary["folds"]) == ("resnext_unet", "mri", 2)
-    assert summary["cv_dice"] == pytest.approx(0.65)
+    assert (summary["model"], summary["input"], summary["folds"]) == (model, input_name, 3)
     assert (out / OUTPUT_FILES["overlay"]).stat().st_size > 0
     assert matplotlib.image.imread(out / OUTPUT_FILES["overlay"]).ndim == 3
 

@@ -27,6 +27,7 @@ from radfusion.train import (
     pooled_dice,
     split_subjects,
     train_epochs,
+    uses_autocast,
 )
 
 
@@ -55,7 +56,9 @@ def toy_data(n: int = 10, size: int = 16, seed: int = 0):
     return torch.from_numpy(images), torch.from_numpy(masks)
 
 
-def run_toy(epochs: int = 3, checkpoint=None, loss_fn=None, seed: int = 0, warmup_iters: int = 2):
+def run_toy(
+    epochs: int = 3, checkpoint=None, loss_fn=None, seed: int = 0, warmup_iters: int = 2, mixed_precision: bool = True
+):
     torch.manual_seed(seed)
     model = TinyNet()
     optimizer = build_optimizer("adamw", model.parameters(), lr=1e-2, weight_decay=1e-5)
@@ -79,6 +82,7 @@ def run_toy(epochs: int = 3, checkpoint=None, loss_fn=None, seed: int = 0, warmu
         checkpoint_path=checkpoint,
         settings={"toy": 1},
         device="cpu",
+        mixed_precision=mixed_precision,
     )
     return model, history
 
@@ -109,6 +113,31 @@ def test_two_runs_give_identical_histories_and_weights():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     _, history_c = run_toy(seed=1)
     assert not history_c["train_loss"].equals(history_a["train_loss"])
+
+
+def test_autocast_follows_device_and_setting(monkeypatch):
+    import radfusion.train as train
+
+    assert uses_autocast(torch.device("cuda"), True)
+    assert not uses_autocast(torch.device("cuda"), False)
+    monkeypatch.setattr(train, "cpu_has_native_bfloat16", lambda: True)
+    assert uses_autocast(torch.device("cpu"), True)
+    assert not uses_autocast(torch.device("cpu"), False)
+    monkeypatch.setattr(train, "cpu_has_native_bfloat16", lambda: False)
+    assert not uses_autocast(torch.device("cpu"), True)
+
+
+def test_bfloat16_autocast_changes_the_numbers_and_stays_reproducible(monkeypatch):
+    import radfusion.train as train
+
+    monkeypatch.setattr(train, "cpu_has_native_bfloat16", lambda: True)
+    _, mixed_a = run_toy(mixed_precision=True)
+    _, mixed_b = run_toy(mixed_precision=True)
+    _, full = run_toy(mixed_precision=False)
+    pd.testing.assert_series_equal(mixed_a["train_loss"], mixed_b["train_loss"])
+    # bfloat16 keeps 8 bits of mantissa: the losses differ from float32, but only a little.
+    assert not mixed_a["train_loss"].equals(full["train_loss"])
+    np.testing.assert_allclose(mixed_a["train_loss"], full["train_loss"], rtol=0.05)
 
 
 class Interrupt(Exception):

@@ -1,34 +1,17 @@
 """The whole DAG end to end on a tiny config (tests/data/tiny.yaml): every table's shape, value
-ranges and p-values, the figures and the HTML report. Minutes on two CPU cores."""
+ranges and p-values, the figures and the HTML report. Minutes on two CPU cores. The run itself is
+the session fixture ``tiny_run`` (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
-from conftest import PROJECT, run_snakemake
 
-TINY = ["--configfile", "config/quick.yaml", "tests/data/tiny.yaml"]
 N_FOLDS = 3
 N_SUBJECTS = 6
 MODELS = ["resnext_unet", "attention_unet"]
 INPUTS = ["mri", "mri_radiomics"]
 FOLD_TABLE_OF = {"table1": "table2", "table3": "table4"}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The default target and the report, run once in a scratch copy of the workflow."""
-    root = tmp_path_factory.mktemp("e2e")
-    shutil.copy(PROJECT / "Snakefile", root / "Snakefile")
-    for folder in ("workflow", "config", "tests/data"):
-        shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    result = run_snakemake(["--cores", "2", *TINY], cwd=root, timeout=3600)
-    assert result.returncode == 0, result.stderr[-8000:]
-    report = run_snakemake(["--report", "results/report.html", *TINY], cwd=root, timeout=600)
-    assert report.returncode == 0, report.stderr[-8000:]
-    return root
 
 
 def assert_p_values(series: pd.Series) -> None:

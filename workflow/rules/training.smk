@@ -23,8 +23,9 @@ rule train_model:
         protocol=get_training_protocol,
         validation=config["training"]["validation"],
         holdout_fraction=config["training"]["holdout_fraction"],
+        mixed_precision=config["training"]["mixed_precision"],
         seed=config["seed"],
-    threads: 2
+    threads: config["training"]["threads"]
     resources:
         gpu=1,
         mem_mb=16000,

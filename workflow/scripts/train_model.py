@@ -23,6 +23,7 @@ fit_one_fold(
     checkpoint_path=snakemake.params.checkpoint,
     validation=snakemake.params.validation,
     holdout_fraction=snakemake.params.holdout_fraction,
+    mixed_precision=snakemake.params.mixed_precision,
     seed=snakemake.params.seed,
     **snakemake.params.protocol,
 )
