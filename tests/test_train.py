@@ -21,10 +21,13 @@ from radfusion.optim import build_optimizer, build_scheduler
 from radfusion.slices import save_slices
 from radfusion.train import (
     HISTORY_COLUMNS,
+    LEFT_RIGHT_AXIS,
+    autocast_precision,
     epoch_batches,
     iterations_per_epoch,
     load_trained_model,
     pooled_dice,
+    restore_grad_scaler,
     split_subjects,
     train_epochs,
     uses_autocast,
@@ -57,7 +60,13 @@ def toy_data(n: int = 10, size: int = 16, seed: int = 0):
 
 
 def run_toy(
-    epochs: int = 3, checkpoint=None, loss_fn=None, seed: int = 0, warmup_iters: int = 2, mixed_precision: bool = True
+    epochs: int = 3,
+    checkpoint=None,
+    loss_fn=None,
+    seed: int = 0,
+    warmup_iters: int = 2,
+    mixed_precision: bool = True,
+    device: str = "cpu",
 ):
     torch.manual_seed(seed)
     model = TinyNet()
@@ -81,7 +90,7 @@ def run_toy(
         seed=seed,
         checkpoint_path=checkpoint,
         settings={"toy": 1},
-        device="cpu",
+        device=device,
         mixed_precision=mixed_precision,
     )
     return model, history
@@ -164,6 +173,90 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     columns = [c for c in HISTORY_COLUMNS if c != "seconds"]
     pd.testing.assert_frame_equal(history[columns], reference_history[columns])
+
+
+class RecordingNet(nn.Module):
+    """A 1x1 convolution that keeps a copy of every training input it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.detach().float().clone())
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("hflip", [0.0, 1.0])
+def test_training_step_mirrors_the_patients_left_right_axis(hflip):
+    # A slice volume[:, :, k] of a RAS+ volume: rows (H) run left-right (x), columns (W) run
+    # posterior-anterior (y). The image is asymmetric in both, so every mirror is distinguishable.
+    x, y = np.meshgrid(np.arange(8), np.arange(6), indexing="ij")
+    image = torch.from_numpy((x * 10 + y + 1).astype(np.float32))[None, None] / 100
+    mask = (image > 0.5).float()
+    model = RecordingNet()
+    optimizer = build_optimizer("adamw", model.parameters(), lr=1e-3)
+    scheduler = build_scheduler("exponential", optimizer, epochs=1, iters_per_epoch=1, gamma=1.0)
+    train_epochs(
+        model, optimizer, scheduler, build_loss("dice_bce"), image, mask, image, mask,
+        epochs=1, batch_size=1, hflip=hflip, device="cpu", mixed_precision=False,
+    )
+    (seen,) = model.seen
+    left_right_mirror = image.flip(2)  # reverses x: the patient's left and right swap
+    assert LEFT_RIGHT_AXIS % 4 == 2
+    if hflip:
+        assert torch.equal(seen, left_right_mirror)
+        assert not torch.equal(seen, image.flip(3))  # not the anterior-posterior mirror
+    else:
+        assert torch.equal(seen, image)
+
+
+def test_empty_scaler_state_of_a_cpu_checkpoint_resumes_into_an_enabled_scaler():
+    cpu_state = torch.amp.GradScaler("cuda", enabled=False).state_dict()  # what a CPU run saves
+    assert cpu_state == {}
+    enabled = torch.amp.GradScaler("cpu", init_scale=128.0)
+    with pytest.raises(RuntimeError):
+        enabled.load_state_dict(cpu_state)  # the failure restore_grad_scaler avoids
+    assert restore_grad_scaler(enabled, cpu_state) is False
+    assert enabled.get_scale() == 128.0
+    # A populated state (a CUDA float16 run) is restored; a disabled scaler ignores it.
+    assert restore_grad_scaler(enabled, torch.amp.GradScaler("cpu", init_scale=4.0).state_dict())
+    assert enabled.get_scale() == 4.0
+    assert not restore_grad_scaler(torch.amp.GradScaler("cuda", enabled=False), enabled.state_dict())
+
+
+def test_checkpoint_records_device_and_precision(tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    run_toy(epochs=1, checkpoint=checkpoint)
+    payload = torch.load(checkpoint, weights_only=False)
+    assert payload["device"] == "cpu"
+    assert payload["precision"] == autocast_precision(torch.device("cpu"))
+    assert payload["precision"] == ("bfloat16" if uses_autocast(torch.device("cpu")) else "float32")
+    assert autocast_precision(torch.device("cpu"), mixed_precision=False) == "float32"
+    assert autocast_precision(torch.device("cuda")) == "float16"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("first, second", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_checkpoint_resumes_across_devices(tmp_path, first, second):
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    calls = {"n": 0}
+
+    def failing_loss(logits, masks):
+        calls["n"] += 1
+        if calls["n"] > iterations_per_epoch(8, 3):  # inside epoch 2
+            raise Interrupt
+        return build_loss("dice_bce")(logits, masks)
+
+    with pytest.raises(Interrupt):
+        run_toy(epochs=2, checkpoint=checkpoint, loss_fn=failing_loss, device=first)
+    assert torch.load(checkpoint, weights_only=False)["device"] == first
+    _, history = run_toy(epochs=2, checkpoint=checkpoint, device=second)
+    assert list(history["epoch"]) == [1, 2]
+    assert torch.load(checkpoint, weights_only=False)["device"] == second
 
 
 def test_checkpoint_of_other_settings_is_ignored(tmp_path):

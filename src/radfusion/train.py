@@ -73,11 +73,84 @@ def uses_autocast(device: torch.device, mixed_precision: bool = True) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
 
 
+def autocast_precision(device: torch.device, mixed_precision: bool = True) -> str:
+    """The floating-point type of the forward passes: "float16", "bfloat16" or "float32".
+
+    ``torch.autocast``'s defaults: float16 on CUDA, bfloat16 on the CPU (see :func:`uses_autocast`).
+    """
+    if not uses_autocast(device, mixed_precision):
+        return "float32"
+    return "float16" if device.type == "cuda" else "bfloat16"
+
+
+def restore_grad_scaler(scaler: torch.amp.GradScaler, state: Mapping) -> bool:
+    """Load a checkpoint's gradient-scaler state into ``scaler`` where it applies.
+
+    Parameters
+    ----------
+    scaler : torch.amp.GradScaler
+        The scaler of the resumed run.
+    state : mapping
+        ``scaler.state_dict()`` of the run that wrote the checkpoint; empty when that scaler was
+        disabled (a CPU or float32 run).
+
+    Returns
+    -------
+    loaded : bool
+        False when ``scaler`` is disabled (the state is not needed) or ``state`` is empty (the
+        scaler starts from its initial scale, which it adjusts within a few steps).
+
+    Notes
+    -----
+    ``GradScaler.load_state_dict`` refuses the empty state of a disabled scaler, so without
+    this a checkpoint written on the CPU could not resume on CUDA.
+    """
+    if not scaler.is_enabled() or not state:
+        return False
+    scaler.load_state_dict(dict(state))
+    return True
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` as a ``torch.device``; ``None`` picks CUDA when present, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+#: Tensor axis of a slice batch (N, C, H, W) that runs along the patient's left-right (RAS+ x):
+#: exported slices are ``volume[:, :, k]`` of canonical RAS+ volumes, so H is x (left-right) and
+#: W is y (posterior-anterior).
+LEFT_RIGHT_AXIS = -2
+
+
+def flip_left_right(
+    images: torch.Tensor, masks: torch.Tensor, flip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror the chosen samples of a batch across the patient's mid-sagittal plane.
+
+    Parameters
+    ----------
+    images : Tensor (N, C, H, W)
+    masks : Tensor (N, 1, H, W)
+    flip : Tensor of bool (N,)
+        Which samples to mirror.
+
+    Returns
+    -------
+    images, masks : Tensor
+        The samples with ``flip`` true reversed along :data:`LEFT_RIGHT_AXIS` (H, the RAS+ x
+        axis), the others unchanged.
+
+    Notes
+    -----
+    The paper's "random horizontal flip" is the left-right mirror, under which a brain stays a
+    plausible brain; reversing W instead would swap the frontal and occipital horns.
+    """
+    chosen = flip.reshape(-1, 1, 1, 1)
+    images = torch.where(chosen, images.flip(LEFT_RIGHT_AXIS), images)
+    masks = torch.where(chosen, masks.flip(LEFT_RIGHT_AXIS), masks)
+    return images, masks
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -220,8 +293,10 @@ def train_epochs(
         Seeds the data order, the flips and every global generator (dropout).
     checkpoint_path : path-like, optional
         Written atomically after every epoch (model, optimizer, scheduler, gradient scaler,
-        generator states, history). When it exists at the start and its ``settings`` match,
-        training resumes after its last epoch.
+        generator states, history, and the ``device`` type and ``precision`` it was made
+        with). When it exists at the start and its ``settings`` match, training resumes after
+        its last epoch, on this run's device and precision (a CPU checkpoint resumes on CUDA
+        and the other way round; see :func:`restore_grad_scaler`).
     settings : mapping, optional
         What identifies the run (model, input, fold, hyperparameters); a checkpoint made with
         other settings is ignored (with a warning) and training starts over.
@@ -254,7 +329,8 @@ def train_epochs(
         raise ValueError(f"expected hflip in [0, 1], got {hflip}")
     settings = dict(settings or {})
     autocast = uses_autocast(device, mixed_precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast and device.type == "cuda")
+    precision = autocast_precision(device, mixed_precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16")
     generator = torch.Generator().manual_seed(seed)
     # channels_last: 15-25 % faster convolutions on CPU (oneDNN) and tensor cores alike.
     model.to(device, memory_format=torch.channels_last)
@@ -273,11 +349,15 @@ def train_epochs(
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
-            scaler.load_state_dict(checkpoint["scaler"])
+            restore_grad_scaler(scaler, checkpoint["scaler"])
             _restore_rng_states(checkpoint["rng"], generator)
             history = list(checkpoint["history"])
             start_epoch = checkpoint["epoch"] + 1
-            log.info("resuming from %s after epoch %d", checkpoint_path, checkpoint["epoch"])
+            log.info(
+                "resuming from %s after epoch %d (written on %s in %s; continuing on %s in %s)",
+                checkpoint_path, checkpoint["epoch"], checkpoint.get("device", "?"),
+                checkpoint.get("precision", "?"), device.type, precision,
+            )
 
     model.train()
     for epoch in range(start_epoch, epochs + 1):
@@ -288,9 +368,8 @@ def train_epochs(
         for batch in batches:
             x = train_images[batch.to(device)]
             y = train_masks[batch.to(device)]
-            flip = flips[batch].to(device)[:, None, None, None]
-            x = torch.where(flip, x.flip(-1), x).contiguous(memory_format=torch.channels_last)
-            y = torch.where(flip, y.flip(-1), y)
+            x, y = flip_left_right(x, y, flips[batch].to(device))
+            x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, enabled=autocast):
                 logits = model(x)
@@ -326,6 +405,8 @@ def train_epochs(
                 "format": CHECKPOINT_FORMAT,
                 "settings": settings,
                 "epoch": epoch,
+                "device": device.type,
+                "precision": precision,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
