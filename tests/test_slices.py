@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
+
+from conftest import PROJECT
 
 from radfusion.io import InputError
 from radfusion.slices import (
@@ -62,6 +65,20 @@ def test_stride_keeps_non_adjacent_slices_on_the_phase_with_most_lesions():
     assert chosen.tolist() == [3, 5, 7, 9]  # odd phase holds 4 lesion slices, even phase 2
     assert np.all(np.diff(chosen) >= 2)
     assert select_slices(mask, whole_brain(), stride=3).tolist() == [3, 6, 9]
+
+
+def test_full_config_exports_non_adjacent_slices_about_a_third_of_the_lesion_slices():
+    """The paper's 1102 non-adjacent slices from 46 patients (docs/decisions.md, "Slice selection")."""
+    settings = yaml.safe_load((PROJECT / "config" / "config.yaml").read_text())["slices"]
+    schema = yaml.safe_load((PROJECT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["slices"]["properties"]["stride"]["default"] == settings["stride"] == 3
+    # Lesions on every slice but the first, and a lesion-free gap: 14 lesion slices.
+    mask = lesion_mask({k: 5 for k in range(1, 16) if k != 8})
+    chosen = select_slices(mask, whole_brain(), **settings, seed=42)
+    assert np.all(np.diff(chosen) >= 2)  # no two exported slices adjacent
+    # Phases 0 and 1 keep 5 lesion slices, phase 2 keeps 4 (slice 8 is lesion-free); ties: phase 0.
+    assert chosen.tolist() == [3, 6, 9, 12, 15]
+    assert chosen.tolist() == select_slices(mask, whole_brain(), **settings, seed=7).tolist()
 
 
 def test_brain_fraction_adds_seeded_lesion_free_brain_slices():

@@ -55,13 +55,15 @@ GPU_PARTITION = "rf_test_gpu"
 ACCOUNT = "rf_test_account"
 
 # The smallest run that still goes through every stage the training job needs: two demo subjects
-# (the minimum for two folds) at 3 mm, one epoch at 32x32.
+# (the minimum for two folds) at 3 mm, one epoch at 32x32; no ImageNet weights (no network here).
 TINY_CONFIG = {
     "samples": "config/samples_slurm_test.tsv",
     "folds": 2,
     "demo": {"voxel_size_range": [3.0, 3.0], "n_lesions_range": [6, 8]},
     "slices": {"stride": 2},
-    "training": {"resnext_unet": {"image_size": 32, "epochs": 1, "batch_size": 4, "warmup_iters": 2}},
+    "training": {
+        "resnext_unet": {"image_size": 32, "epochs": 1, "batch_size": 4, "warmup_iters": 2, "encoder_weights": None}
+    },
 }
 TINY_SUBJECTS = ["demo01", "demo02"]
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+
 import numpy as np
 import pytest
 import yaml
 
-from conftest import PROJECT, run_snakemake
+from conftest import PROJECT, TINY_CONFIG, run_snakemake
+
+from radfusion.weights import IMAGENET_FILE
+
+WEIGHTS_RULE = "fetch_encoder_weights"
 
 
 def write_sheet(path, rows):
@@ -30,6 +37,90 @@ def test_quick_overlay_plans_a_smaller_cohort():
     assert result.returncode == 0, result.stderr
     counts = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("demo_subject")}
     assert counts == {"demo_subject": 12}
+    assert WEIGHTS_RULE not in result.stdout  # the demo needs no network
+
+
+# --- ImageNet encoder weights (rule fetch_encoder_weights) ------------------------------------
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The dry run's job stats table: rule -> number of jobs."""
+    counts = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def weights_overlay(tmp_path, **weights):
+    overlay = tmp_path / "weights.yaml"
+    overlay.write_text(yaml.safe_dump({"weights": weights}))
+    return overlay
+
+
+def test_full_config_fetches_the_imagenet_weights_once_when_missing(tmp_path):
+    overlay = weights_overlay(tmp_path, folder=str(tmp_path / "weights"))
+    result = dry_run(tmp_path, "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts[WEIGHTS_RULE] == 1 and counts["train_model"] == 24
+
+
+def test_with_a_local_weights_file_the_dry_run_plans_the_24_training_jobs(tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / IMAGENET_FILE).write_bytes(b"placeholder: a dry run does not read it")
+    overlay = weights_overlay(tmp_path, folder=str(folder), download=False)
+    result = run_snakemake(
+        ["results/models/resnext_unet/mri/fold1/model.pt", "-n", "--configfile", "config/config.yaml", str(overlay)],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"folds.tsv, {folder / IMAGENET_FILE}" in result.stdout  # the training job's input
+    result = dry_run(tmp_path, "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train_model"] == 24 and WEIGHTS_RULE not in counts
+
+
+@pytest.mark.parametrize("configs", [["config/quick.yaml"], TINY_CONFIG[1:]], ids=["quick", "tiny"])
+def test_quick_settings_plan_no_weights_step(tmp_path, configs):
+    result = dry_run(tmp_path, "--configfile", *configs)
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train_model"] > 0 and WEIGHTS_RULE not in counts
+
+
+def test_download_off_without_the_file_stops_before_any_job(tmp_path):
+    folder = tmp_path / "weights"
+    overlay = weights_overlay(tmp_path, folder=str(folder), download=False)
+    result = dry_run(tmp_path, "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"ImageNet encoder weights {IMAGENET_FILE} are missing" in output
+    assert f"put the file at {folder / IMAGENET_FILE}" in output
+
+
+def test_without_network_the_full_run_stops_before_any_training_job(tmp_path):
+    """Issue acceptance: the full config, no network (a closed port), `snakemake --cores 2`."""
+    root = tmp_path / "run"
+    root.mkdir()
+    shutil.copy(PROJECT / "Snakefile", root / "Snakefile")
+    for folder in ("workflow", "config"):
+        shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/models/{IMAGENET_FILE}"
+    overlay = weights_overlay(tmp_path, url=url)
+    result = run_snakemake(["--cores", "2", "--configfile", "config/config.yaml", str(overlay)], cwd=root, timeout=600)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"ImageNet encoder weights {IMAGENET_FILE} are missing from resources/weights/" in output
+    assert f"download {url} and put the file at resources/weights/{IMAGENET_FILE}" in output
+    assert "rule train_model" not in output
+    assert not (root / "results" / "models").exists() and not (root / "logs" / "training").exists()
+    assert not (root / "resources" / "weights").exists() or not any((root / "resources" / "weights").iterdir())
 
 
 @pytest.mark.parametrize(
@@ -38,6 +129,7 @@ def test_quick_overlay_plans_a_smaller_cohort():
         (["--config", "bogus=1"], "'bogus' was unexpected"),
         (["--config", "folds=1"], "folds"),
         (["--config", "models=[unet]"], "unet"),
+        (["--config", "weights={url: https://mirror.example.org/resnext50_32x4d.pth}"], "does not match"),
     ],
 )
 def test_unknown_or_invalid_config_is_named(tmp_path, override, message):
@@ -87,3 +179,55 @@ def test_bad_file_fails_the_import_rule_and_leaves_nothing(tmp_path, write_nifti
     log = (workdir / "logs" / "import" / "bad.log").read_text()
     assert "InputError" in log and "subject 'bad'" in log and "corrupt.nii.gz" in log
     assert not (workdir / "results" / "nifti" / "bad").exists() or not any((workdir / "results" / "nifti" / "bad").iterdir())
+
+
+@pytest.mark.slow
+def test_training_reads_the_fetched_weights_file(tmp_path):
+    """fetch_encoder_weights (from a file:// mirror) -> train_model: the job's encoder starts from
+    the file's weights (one epoch of a few steps moves them by far less than a random init would)."""
+    import hashlib
+
+    import torch
+    import torchvision
+
+    from radfusion.train import load_trained_model
+
+    torch.manual_seed(5)
+    source = torchvision.models.resnext50_32x4d(weights=None)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    torch.save(source.state_dict(), mirror / "w.pth")
+    name = f"resnext50_32x4d-{hashlib.sha256((mirror / 'w.pth').read_bytes()).hexdigest()[:8]}.pth"
+    (mirror / "w.pth").rename(mirror / name)
+
+    root = tmp_path / "run"
+    root.mkdir()
+    shutil.copy(PROJECT / "Snakefile", root / "Snakefile")
+    for folder in ("workflow", "config"):
+        shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    lines = (PROJECT / "config" / "samples.tsv").read_text().splitlines()
+    (root / "config" / "samples_two.tsv").write_text("\n".join(lines[:3]) + "\n")
+    overlay = tmp_path / "two.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "samples": "config/samples_two.tsv",
+                "folds": 2,
+                "demo": {"voxel_size_range": [3.0, 3.0], "n_lesions_range": [6, 8]},
+                "slices": {"stride": 2},
+                "training": {"resnext_unet": {"image_size": 32, "epochs": 1, "batch_size": 4, "warmup_iters": 2}},
+                "weights": {"url": (mirror / name).as_uri()},
+            }
+        )
+    )
+    target = "results/models/resnext_unet/mri/fold1/model.pt"
+    result = run_snakemake([target, "--cores", "2", "--configfile", "config/config.yaml", str(overlay)], cwd=root)
+    assert result.returncode == 0, result.stderr[-5000:]
+    fetched = root / "resources" / "weights" / name
+    assert fetched.read_bytes() == (mirror / name).read_bytes()
+    assert f"encoder weights: resources/weights/{name}" in (root / "logs/training/resnext_unet/mri/fold1.log").read_text()
+    model, _ = load_trained_model(root / target)
+    trained = model.encoder.layer3[0].conv2.weight.detach()
+    start = source.layer3[0].conv2.weight.detach()
+    other = torchvision.models.resnext50_32x4d(weights=None).layer3[0].conv2.weight.detach()  # another init
+    assert (trained - start).abs().max() < 1e-2 < (trained - other).abs().max()

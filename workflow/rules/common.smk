@@ -1,4 +1,5 @@
 # Config and sample-sheet validation, and every input/param helper the rules use.
+import os
 import re
 
 import pandas as pd
@@ -6,6 +7,7 @@ from snakemake.utils import validate
 
 from radfusion.io import check_sample_sheet
 from radfusion.predict import OUTPUT_FILES, read_patient_sheet
+from radfusion.weights import missing_weights_message, weights_file_name
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -23,6 +25,10 @@ INPUTS = list(config["inputs"])
 FOLDS = list(range(1, config["folds"] + 1))
 # Demo subjects are synthesized by rule demo_subject; their files live here.
 DEMO_DIR = "resources/demo"
+# The ImageNet encoder weights that fetch_encoder_weights makes, weights.folder/<URL's file name>.
+ENCODER_WEIGHTS_FILE = os.path.join(
+    config["weights"]["folder"], weights_file_name(config["weights"]["url"])
+)
 
 
 wildcard_constraints:
@@ -91,6 +97,33 @@ def get_model_evaluation_output():
 def get_training_protocol(wildcards):
     """The training protocol (config section training.<model>) of a train_model job."""
     return dict(config["training"][wildcards.model])
+
+
+def get_encoder_weights(wildcards):
+    """The encoder weights file a train_model job reads, or none.
+
+    resnext_unet with encoder_weights: imagenet reads ENCODER_WEIGHTS_FILE (made by rule
+    fetch_encoder_weights); a path is a local file of the user's; null and attention_unet read
+    nothing. With weights.download: false and the ImageNet file absent, the DAG is not built:
+    the one-line message names the file and where to put it. ancient(): a file fetched again
+    (same verified bytes, new time stamp) does not retrain the models.
+    """
+    if wildcards.model != "resnext_unet":
+        return []
+    weights = config["training"]["resnext_unet"]["encoder_weights"]
+    if weights is None:
+        return []
+    if weights != "imagenet":
+        return ancient(weights)
+    if not config["weights"]["download"] and not os.path.isfile(ENCODER_WEIGHTS_FILE):
+        raise FileNotFoundError(
+            missing_weights_message(
+                ENCODER_WEIGHTS_FILE,
+                config["weights"]["url"],
+                "weights.download is false",
+            )
+        )
+    return ancient(ENCODER_WEIGHTS_FILE)
 
 
 # Tables 1-4 (SPEC stage 9): the model each table reports, and the two inputs compared.

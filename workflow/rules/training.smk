@@ -4,12 +4,16 @@
 # output: Snakemake deletes the declared outputs of a failed job, and the checkpoint must survive
 # a killed or failed job so that rerunning it resumes after the last finished epoch. It is
 # removed once model.pt and history.tsv are written.
+#
+# resnext_unet with encoder_weights: imagenet also reads the ImageNet weights file of rule
+# fetch_encoder_weights (workflow/rules/weights.smk); see get_encoder_weights.
 
 
 rule train_model:
     input:
         slices=expand("results/slices/{subject}.npz", subject=SUBJECTS),
         folds="results/folds.tsv",
+        encoder_weights=get_encoder_weights,
     output:
         model="results/models/{model}/{input}/fold{fold}/model.pt",
         history="results/models/{model}/{input}/fold{fold}/history.tsv",
