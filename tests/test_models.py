@@ -94,22 +94,25 @@ def test_resnext_encoder_without_maxpool_has_the_documented_resolutions():
 
 
 def resnext_decoder_block_parameters(c_in: int, c_out: int) -> int:
-    """1x1 conv c_in -> c_in/4, 4x4 transposed conv c_in/4 -> c_in/4, 1x1 conv -> c_out; all with bias."""
+    """1x1 conv c_in -> c_in/4 + BN, 4x4 transposed conv c_in/4 -> c_in/4 (bias), 1x1 conv -> c_out + BN.
+
+    The 1x1 convolutions have no bias (the BN shift replaces it); each BN has a scale and a shift.
+    """
     mid = c_in // 4
-    return (c_in * mid + mid) + (16 * mid * mid + mid) + (mid * c_out + c_out)
+    return (c_in * mid + 2 * mid) + (16 * mid * mid + mid) + (mid * c_out + 2 * c_out)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_resnext_unet_parameter_counts_by_hand(models, channels):
     model = models[("resnext_unet", channels)]
     decoder = (
-        resnext_decoder_block_parameters(2048, 1024)  # 1,049,088 + 4,194,816 + 525,312
+        resnext_decoder_block_parameters(2048, 1024)  # 1,049,600 + 4,194,816 + 526,336
         + resnext_decoder_block_parameters(1024, 512)
         + resnext_decoder_block_parameters(512, 256)
         + resnext_decoder_block_parameters(256, 256)
     )
-    head = (9 * 256 * 128 + 128) + (9 * 128 * 1 + 1)
-    assert resnext_decoder_block_parameters(2048, 1024) == 5_769_216
+    head = (9 * 256 * 128 + 2 * 128) + (9 * 128 * 1 + 1)
+    assert resnext_decoder_block_parameters(2048, 1024) == 5_770_752
     counted = sum(
         p.numel()
         for module in (model.decoder4, model.decoder3, model.decoder2, model.decoder1, model.head)
@@ -300,3 +303,57 @@ def test_models_return_raw_logits(models, name):
         last.load_state_dict(saved)
     # The last convolution's output comes out unchanged: no activation after it.
     assert torch.equal(out, torch.full_like(out, -3.0))
+
+
+def test_resnext_unet_starts_at_the_prior_with_a_spread_of_logits():
+    # The defaults (conv-BN-ReLU decoder and head, identity residual blocks, prior bias) give
+    # logits that vary across pixels at the start and a mean probability near the prior;
+    # rai2021's plain conv-ReLU decoder with PyTorch's default init shrinks the spread ~100-fold.
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 64, 64)
+    fixed = ResNeXtUNet(in_channels=3, output_prior=0.01)
+    plain = ResNeXtUNet(
+        in_channels=3, decoder_batchnorm=False, he_init=False, zero_init_residual=False, output_prior=None
+    )
+    with torch.no_grad():
+        fixed_logits, plain_logits = fixed(x), plain(x)
+    assert fixed_logits.std() > 0.3
+    assert plain_logits.std() < 0.05
+    assert fixed_logits.std() > 20 * plain_logits.std()
+    assert abs(float(fixed_logits.mean()) - float(torch.logit(torch.tensor(0.01)))) < 1.0
+    assert fixed.head[1].bias.item() == pytest.approx(float(torch.logit(torch.tensor(0.01))), abs=1e-6)
+
+
+def test_zero_init_residual_only_without_pretrained_weights(tmp_path):
+    scratch = ResNeXtUNet(in_channels=1)
+    last_bns = [block.bn3.weight for layer in ("layer1", "layer4") for block in getattr(scratch.encoder, layer)]
+    assert all(torch.count_nonzero(w) == 0 for w in last_bns)
+    state = get_encoder("resnext50_32x4d", in_channels=3, depth=5, weights=None).state_dict()
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    loaded = ResNeXtUNet(in_channels=1, encoder_weights=str(path))
+    torch.testing.assert_close(loaded.encoder.layer4[2].bn3.weight, state["layer4.2.bn3.weight"], rtol=0, atol=0)
+    assert torch.count_nonzero(loaded.encoder.layer4[2].bn3.weight) > 0
+
+
+def test_he_init_keeps_the_second_moment_through_a_relu_stack():
+    from radfusion.models.blocks import init_relu_convolutions
+
+    torch.manual_seed(0)
+    stack = nn.Sequential(*[m for _ in range(6) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())])
+    x = torch.randn(8, 64, 16, 16)
+    with torch.no_grad():
+        default_ratio = float(stack(x).pow(2).mean() / x.pow(2).mean())
+        init_relu_convolutions(stack)
+        he_ratio = float(stack(x).pow(2).mean() / x.pow(2).mean())
+    assert default_ratio < 0.01  # ~(1/6) per conv-ReLU
+    assert 0.2 < he_ratio < 5
+
+
+def test_prior_bias_is_the_logit():
+    from radfusion.models.blocks import prior_bias
+
+    assert prior_bias(0.5) == 0.0
+    assert torch.sigmoid(torch.tensor(prior_bias(0.01))).item() == pytest.approx(0.01)
+    with pytest.raises(ValueError):
+        prior_bias(0.0)

@@ -14,7 +14,7 @@ import torch
 from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
-from radfusion.models.blocks import Conv2dReLU, check_input_size
+from radfusion.models.blocks import Conv2dReLU, check_input_size, init_relu_convolutions, prior_bias
 
 ENCODER_NAME = "resnext50_32x4d"
 
@@ -27,7 +27,7 @@ IMAGENET_TORCHVISION_FILES = ("resnext50_32x4d-7cdf4587.pth", "resnext50_32x4d-1
 
 
 class DecoderBlock(nn.Module):
-    """Upsample by 2: 1x1 conv (in -> in/4) + ReLU, 4x4 stride-2 transposed conv, 1x1 conv + ReLU.
+    """Upsample by 2: 1x1 conv (in -> in/4), 4x4 stride-2 transposed conv, 1x1 conv (-> out).
 
     Parameters
     ----------
@@ -35,22 +35,25 @@ class DecoderBlock(nn.Module):
         Channels of the coarser feature map (divisible by 4).
     out_channels : int
         Channels after the block, equal to those of the skip it is added to.
+    batchnorm : bool
+        Batch normalization after each 1x1 convolution (before its ReLU), as in smp's U-Net
+        decoder; False gives rai2021's plain conv-ReLU.
 
     Notes
     -----
     The transposed convolution (kernel 4, stride 2, padding 1) maps H to
     ``(H - 1) * 2 - 2 + 4 = 2H`` exactly. It has no activation of its own, as in rai2021's
-    decoder. Parameters: ``in*c + c + 16*c*c + c + c*out + out`` with ``c = in // 4``.
+    decoder.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, batchnorm: bool = True) -> None:
         super().__init__()
         if in_channels % 4:
             raise ValueError(f"in_channels must be divisible by 4; got {in_channels}")
         mid = in_channels // 4
-        self.reduce = Conv2dReLU(in_channels, mid, kernel_size=1)
+        self.reduce = Conv2dReLU(in_channels, mid, kernel_size=1, batchnorm=batchnorm)
         self.upsample = nn.ConvTranspose2d(mid, mid, kernel_size=4, stride=2, padding=1)
-        self.expand = Conv2dReLU(mid, out_channels, kernel_size=1)
+        self.expand = Conv2dReLU(mid, out_channels, kernel_size=1, batchnorm=batchnorm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.upsample(self.reduce(x)))
@@ -67,6 +70,18 @@ class ResNeXtUNet(nn.Module):
         ``None`` for random initialization; ``"imagenet"`` to load ImageNet weights from a
         pre-filled cache (never downloaded; see :func:`load_encoder_weights`); or the path
         of a local weights file.
+    decoder_batchnorm : bool
+        conv-BN-ReLU in the decoder blocks and the head (default) instead of rai2021's
+        conv-ReLU.
+    he_init : bool
+        He-initialize the decoder and head (:func:`init_relu_convolutions`) instead of
+        PyTorch's default, which shrinks the signal about 6-fold per layer.
+    zero_init_residual : bool
+        Start every residual block of a randomly initialized encoder as the identity (the last
+        BN's scale at 0; goyal2017); ignored when ``encoder_weights`` are loaded.
+    output_prior : float or None
+        Start the output at this lesion probability (bias ``logit(prior)``, lin2017); ``None``
+        leaves the bias at 0 (probability 0.5).
 
     Notes
     -----
@@ -85,9 +100,15 @@ class ResNeXtUNet(nn.Module):
 
     Decoder: ``d4 = D(2048->1024)(e4) + e3`` (H/8), ``d3 = D(1024->512)(d4) + e2`` (H/4),
     ``d2 = D(512->256)(d3) + e1`` (H/2), ``d1 = D(256->256)(d2)`` (H); head
-    3x3 conv 256->128 + ReLU, 3x3 conv 128->1. Each ``D`` doubles the resolution, so the
-    logits come out at H x W. H and W must be multiples of 16 (the encoder's total
+    3x3 conv 256->128 + BN + ReLU, 3x3 conv 128->1. Each ``D`` doubles the resolution, so
+    the logits come out at H x W. H and W must be multiples of 16 (the encoder's total
     stride without the max-pool); :attr:`size_multiple` holds it.
+
+    The defaults of ``decoder_batchnorm``, ``he_init``, ``zero_init_residual`` and
+    ``output_prior`` depart from rai2021's plain decoder so that the network leaves the
+    all-background start within ~100 steps at the paper's learning rate; the measurements
+    behind each are in docs/decisions.md ("ResNeXt-UNet start") and
+    ``benchmarks/bench_plateau.py``.
 
     The output is logits: apply ``torch.sigmoid`` for probabilities.
 
@@ -98,24 +119,46 @@ class ResNeXtUNet(nn.Module):
     Processing and Control 66, 2021.
     xie2017: S. Xie et al., "Aggregated residual transformations for deep neural
     networks", CVPR 2017.
+    goyal2017: P. Goyal et al., "Accurate, large minibatch SGD: training ImageNet in 1 hour",
+    arXiv:1706.02677 (zero-initialized last BN of each residual block).
+    lin2017: T.-Y. Lin et al., "Focal loss for dense object detection", ICCV 2017.
     """
 
     size_multiple = 16
 
-    def __init__(self, in_channels: int = 3, encoder_weights: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        encoder_weights: str | os.PathLike | None = None,
+        *,
+        decoder_batchnorm: bool = True,
+        he_init: bool = False,
+        zero_init_residual: bool = True,
+        output_prior: float | None = 0.01,
+    ) -> None:
         super().__init__()
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive integer; got {in_channels!r}")
         self.in_channels = in_channels
         self.encoder = build_encoder(in_channels, encoder_weights=encoder_weights)
-        self.decoder4 = DecoderBlock(2048, 1024)
-        self.decoder3 = DecoderBlock(1024, 512)
-        self.decoder2 = DecoderBlock(512, 256)
-        self.decoder1 = DecoderBlock(256, 256)
+        if zero_init_residual and encoder_weights is None:
+            zero_init_last_batchnorm(self.encoder)
+        self.decoder4 = DecoderBlock(2048, 1024, batchnorm=decoder_batchnorm)
+        self.decoder3 = DecoderBlock(1024, 512, batchnorm=decoder_batchnorm)
+        self.decoder2 = DecoderBlock(512, 256, batchnorm=decoder_batchnorm)
+        self.decoder1 = DecoderBlock(256, 256, batchnorm=decoder_batchnorm)
         self.head = nn.Sequential(
-            Conv2dReLU(256, 128, kernel_size=3),
+            Conv2dReLU(256, 128, kernel_size=3, batchnorm=decoder_batchnorm),
             nn.Conv2d(128, 1, kernel_size=3, padding=1),
         )
+        if he_init:
+            for block in (self.decoder4, self.decoder3, self.decoder2, self.decoder1, self.head[0]):
+                init_relu_convolutions(block)
+            # The output layer has no ReLU after it: Glorot (xavier) as smp's heads.
+            nn.init.xavier_uniform_(self.head[1].weight)
+            nn.init.zeros_(self.head[1].bias)
+        if output_prior is not None:
+            nn.init.constant_(self.head[1].bias, prior_bias(output_prior))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(
@@ -127,6 +170,19 @@ class ResNeXtUNet(nn.Module):
         d2 = self.decoder2(d3) + e1
         d1 = self.decoder1(d2)
         return self.head(d1)
+
+
+def zero_init_last_batchnorm(encoder: nn.Module) -> None:
+    """Set the scale of the last BN of every ResNeXt bottleneck to 0 (goyal2017, Section 5.1).
+
+    Each residual block then starts as the identity, so a randomly initialized 50-layer
+    encoder passes its stem's signal to every skip unchanged instead of amplifying it block by
+    block (torchvision's ``zero_init_residual=True``).
+    """
+    for m in encoder.modules():
+        last = getattr(m, "bn3", None)
+        if isinstance(last, nn.BatchNorm2d) and hasattr(m, "conv3"):
+            nn.init.zeros_(last.weight)
 
 
 def build_encoder(in_channels: int, *, encoder_weights: str | os.PathLike | None = None) -> nn.Module:

@@ -1,0 +1,76 @@
+"""Tune the quick settings on held-out training subjects (never on a test fold).
+
+Runs :func:`radfusion.train.fit_one_fold` with ``validation="holdout"`` (15 % of the fold's
+training subjects held out, the rest trained on; the fold's test subjects are not read) for the
+quick cohort's exported slices, and prints the per-epoch held-out Dice (pooled, at the model's
+resolution) and the wall time of each job. The quick settings in ``config/quick.yaml`` were chosen
+from these numbers (docs/decisions.md, "Quick settings").
+
+Run (after ``snakemake --cores 2 --configfile config/quick.yaml --until export_slices assign_folds``)::
+
+    python benchmarks/tune_quick.py --model resnext_unet --input mri_radiomics --folds 1 2 \\
+        --set image_size=64 batch_size=2 epochs=5
+
+Each ``--set key=value`` overrides the quick protocol of ``--model`` (config/config.yaml +
+config/quick.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from radfusion.train import fit_one_fold
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def quick_protocol(model: str) -> dict:
+    """The model's training protocol of config/config.yaml with config/quick.yaml on top."""
+    base = yaml.safe_load((PROJECT / "config/config.yaml").read_text())["training"][model]
+    overlay = yaml.safe_load((PROJECT / "config/quick.yaml").read_text()).get("training", {}).get(model, {})
+    return {**base, **overlay}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, choices=["resnext_unet", "attention_unet"])
+    parser.add_argument("--input", default="mri_radiomics", choices=["mri", "mri_radiomics"])
+    parser.add_argument("--folds", type=int, nargs="+", default=[1])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="protocol overrides")
+    parser.add_argument("--slices", type=Path, default=Path("results/slices"))
+    parser.add_argument("--folds-file", type=Path, default=Path("results/folds.tsv"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    protocol = quick_protocol(args.model)
+    for item in args.set:
+        key, value = item.split("=", 1)
+        protocol[key] = yaml.safe_load(value)
+    folds = pd.read_csv(args.folds_file, sep="\t", dtype={"subject": str}).set_index("subject")["fold"].to_dict()
+    slice_paths = {s: args.slices / f"{s}.npz" for s in folds}
+    print(f"# {args.model}/{args.input} holdout; protocol {protocol}", flush=True)
+    for fold in args.folds:
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            history = fit_one_fold(
+                slice_paths, folds, fold=fold, model_name=args.model, input_name=args.input,
+                model_path=Path(tmp) / "model.pt", history_path=Path(tmp) / "history.tsv",
+                checkpoint_path=Path(tmp) / "checkpoint.pt", validation="holdout", seed=args.seed,
+                device="cpu", **protocol,
+            )
+            seconds = time.perf_counter() - started
+        curve = " ".join(f"{v:.3f}" for v in history["val_dice"])
+        print(f"fold {fold}: held-out Dice per epoch {curve}; {seconds:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
