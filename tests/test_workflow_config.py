@@ -86,7 +86,8 @@ def test_with_a_local_weights_file_the_dry_run_plans_the_24_training_jobs(tmp_pa
 
 @pytest.mark.parametrize("configs", [["config/quick.yaml"], TINY_CONFIG[1:]], ids=["quick", "tiny"])
 def test_quick_settings_plan_no_weights_step(tmp_path, configs):
-    result = dry_run(tmp_path, "--configfile", *configs)
+    # --forceall: plan every job even where a finished quick run left its results in the checkout.
+    result = dry_run(tmp_path, "--forceall", "--configfile", *configs)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts["train_model"] > 0 and WEIGHTS_RULE not in counts
