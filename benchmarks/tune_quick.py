@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 import yaml
 
+from bench_training import read_config  # this folder is on sys.path when run as a script
 from radfusion.train import fit_one_fold
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -33,9 +34,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 def quick_protocol(model: str) -> dict:
     """The model's training protocol of config/config.yaml with config/quick.yaml on top."""
-    base = yaml.safe_load((PROJECT / "config/config.yaml").read_text())["training"][model]
-    overlay = yaml.safe_load((PROJECT / "config/quick.yaml").read_text()).get("training", {}).get(model, {})
-    return {**base, **overlay}
+    return dict(read_config([PROJECT / "config/config.yaml", PROJECT / "config/quick.yaml"])["training"][model])
 
 
 def main() -> None:

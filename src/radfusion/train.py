@@ -328,8 +328,8 @@ def train_epochs(
     if not 0.0 <= hflip <= 1.0:
         raise ValueError(f"expected hflip in [0, 1], got {hflip}")
     settings = dict(settings or {})
-    autocast = uses_autocast(device, mixed_precision)
     precision = autocast_precision(device, mixed_precision)
+    autocast = precision != "float32"
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16")
     generator = torch.Generator().manual_seed(seed)
     # channels_last: 15-25 % faster convolutions on CPU (oneDNN) and tensor cores alike.
@@ -594,6 +594,8 @@ def fit_one_fold(
         "mixed_precision": mixed_precision,
     }
     seed_everything(seed)
+    if encoder_weights is not None:
+        log.info("encoder weights: %s", encoder_weights)
     model = build_model(model_name, len(channels), encoder_weights=encoder_weights)
     optim = build_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule_options = {

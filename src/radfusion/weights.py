@@ -108,14 +108,18 @@ def verify_weights_file(path: str | os.PathLike, name: str | None = None) -> Pat
         ``path``. ValueError when the file's SHA-256 does not start with the prefix.
     """
     path = Path(path)
-    expected = hash_prefix(name or path.name)
-    actual = file_sha256(path)
+    _check_sha256(file_sha256(path), name or path.name, f"weights file {path}")
+    return path
+
+
+def _check_sha256(actual: str, name: str, source: str, consequence: str = "") -> None:
+    """ValueError unless the hex digest ``actual`` starts with the prefix in file name ``name``."""
+    expected = hash_prefix(name)
     if not actual.startswith(expected):
         raise ValueError(
-            f"weights file {path} is corrupt or not the expected file: its SHA-256 {actual} does "
-            f"not start with {expected}, the prefix in its name '{name or path.name}'"
+            f"{source} is corrupt or not the expected file: its SHA-256 {actual} does not start "
+            f"with {expected}, the prefix in its name '{name}'{consequence}"
         )
-    return path
 
 
 def missing_weights_message(path: str | os.PathLike, url: str, reason: str) -> str:
@@ -198,13 +202,7 @@ def fetch_encoder_weights(
                 raise WeightsUnavailableError(
                     missing_weights_message(path, url, f"download failed: {reason}")
                 ) from error
-        expected = hash_prefix(name)
-        if not digest.hexdigest().startswith(expected):
-            raise ValueError(
-                f"downloaded {url} is corrupt or not the expected file: its SHA-256 "
-                f"{digest.hexdigest()} does not start with {expected}, the prefix in its name; "
-                f"nothing was written to {path}"
-            )
+        _check_sha256(digest.hexdigest(), name, f"downloaded {url}", f"; nothing was written to {path}")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(partial, 0o666 & ~umask)  # the temporary file was private (0600)

@@ -95,8 +95,13 @@ def get_model_evaluation_output():
 
 
 def get_training_protocol(wildcards):
-    """The training protocol (config section training.<model>) of a train_model job."""
-    return dict(config["training"][wildcards.model])
+    """The training protocol (config section training.<model>) of a train_model job, with
+    encoder_weights: imagenet resolved to ENCODER_WEIGHTS_FILE (the input of get_encoder_weights).
+    """
+    protocol = dict(config["training"][wildcards.model])
+    if protocol.get("encoder_weights") == "imagenet":
+        protocol["encoder_weights"] = ENCODER_WEIGHTS_FILE
+    return protocol
 
 
 def get_encoder_weights(wildcards):

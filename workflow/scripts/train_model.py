@@ -11,11 +11,6 @@ import torch
 from radfusion.folds import read_folds
 from radfusion.train import fit_one_fold
 
-protocol = dict(snakemake.params.protocol)
-if snakemake.input.encoder_weights:  # encoder_weights: imagenet -> the fetched file (or a local path)
-    protocol["encoder_weights"] = snakemake.input.encoder_weights
-    logging.info("encoder weights: %s", protocol["encoder_weights"])
-
 torch.set_num_threads(snakemake.threads)
 fit_one_fold(
     dict(zip(snakemake.params.subjects, snakemake.input.slices)),
@@ -30,5 +25,5 @@ fit_one_fold(
     holdout_fraction=snakemake.params.holdout_fraction,
     mixed_precision=snakemake.params.mixed_precision,
     seed=snakemake.params.seed,
-    **protocol,
+    **snakemake.params.protocol,
 )
