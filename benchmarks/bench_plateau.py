@@ -42,7 +42,8 @@ from torch import nn
 from radfusion.losses import build_loss
 from radfusion.models.resnext_unet import ResNeXtUNet
 from radfusion.optim import build_optimizer, build_scheduler
-from radfusion.slices import INPUT_CHANNELS, load_slices
+from radfusion.protocol import INPUT_CHANNELS
+from radfusion.slices import load_slices
 from radfusion.train import iterations_per_epoch, pooled_dice, seed_everything, split_subjects, train_epochs
 
 # rai2021's plain decoder with PyTorch's default initialization: the network before the fix.

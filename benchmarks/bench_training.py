@@ -37,11 +37,10 @@ import yaml
 from radfusion.evaluate import predict_probabilities
 from radfusion.losses import build_loss
 from radfusion.models import build_model
-from radfusion.optim import build_optimizer, build_scheduler
-from radfusion.train import iterations_per_epoch, resolve_device, seed_everything, train_epochs, uses_autocast
+from radfusion.protocol import TrainingProtocol
+from radfusion.train import build_optimization, resolve_device, seed_everything, train_epochs, uses_autocast
 
 PROJECT = Path(__file__).resolve().parents[1]
-INPUT_CHANNELS = {"mri": 1, "mri_radiomics": 3}
 
 
 def read_config(paths: list[Path]) -> dict:
@@ -66,26 +65,19 @@ def random_slices(n: int, channels: int, size: int, generator: torch.Generator) 
 
 
 def training_rate(
-    name: str, protocol: dict, channels: int, device: torch.device, batches: int, mixed_precision: bool = True
+    name: str, protocol: TrainingProtocol, channels: int, device: torch.device, batches: int, mixed_precision: bool = True
 ) -> float:
     """Training images per second of one network with its protocol (last of two epochs)."""
     seed_everything(0)
     model = build_model(name, channels)
-    optimizer = build_optimizer(protocol["optimizer"], model.parameters(), lr=protocol["lr"], weight_decay=protocol.get("weight_decay", 0.0))
-    n = protocol["batch_size"] * batches
-    options = (
-        {k: protocol[k] for k in ("warmup_iters", "warmup_start_lr", "min_lr")}
-        if protocol["scheduler"] == "warmup_cosine"
-        else {"gamma": protocol["gamma"]}
-    )
-    scheduler = build_scheduler(
-        protocol["scheduler"], optimizer, epochs=2, iters_per_epoch=iterations_per_epoch(n, protocol["batch_size"]), **options
-    )
-    images, masks = random_slices(n, channels, protocol["image_size"], torch.Generator().manual_seed(0))
+    n = protocol.batch_size * batches
+    protocol = protocol.replace(epochs=2)
+    optimizer, scheduler = build_optimization(protocol, model, n_train=n)
+    images, masks = random_slices(n, channels, protocol.image_size, torch.Generator().manual_seed(0))
     empty = images[:0]
     history = train_epochs(
-        model, optimizer, scheduler, build_loss(protocol["loss"]), images, masks, empty, masks[:0],
-        epochs=2, batch_size=protocol["batch_size"], hflip=protocol.get("hflip", 0.5), seed=0, device=device,
+        model, optimizer, scheduler, build_loss(protocol.loss), images, masks, empty, masks[:0],
+        epochs=2, batch_size=protocol.batch_size, hflip=protocol.hflip, seed=0, device=device,
         mixed_precision=mixed_precision,
     )
     if device.type == "cuda":
@@ -93,10 +85,10 @@ def training_rate(
     return n / float(history["seconds"].iloc[-1])
 
 
-def inference_rate(name: str, protocol: dict, channels: int, device: torch.device, n: int) -> float:
+def inference_rate(name: str, protocol: TrainingProtocol, channels: int, device: torch.device, n: int) -> float:
     """Inference images per second (sigmoid probabilities, batches of 32)."""
     model = build_model(name, channels).to(device)
-    images, _ = random_slices(n, channels, protocol["image_size"], torch.Generator().manual_seed(1))
+    images, _ = random_slices(n, channels, protocol.image_size, torch.Generator().manual_seed(1))
     predict_probabilities(model, images[: min(n, 32)])  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -156,28 +148,28 @@ def main() -> None:
             print(f"CUDA device: {torch.cuda.get_device_name(device)}")
         total = 0.0
         for name in models:
-            protocol = config["training"][name]
+            protocol = TrainingProtocol.from_config(config["training"][name])
             batches = args.cuda_train_batches if device.type == "cuda" else args.train_batches
-            timed = dict(protocol)
+            timed = protocol
             if device.type == "cpu" and args.cpu_batch_size:
-                timed["batch_size"] = args.cpu_batch_size
+                timed = protocol.replace(batch_size=args.cpu_batch_size)
             train = training_rate(name, timed, args.channels, device, batches, mixed_precision)
             infer = inference_rate(name, protocol, args.channels, device, args.inference_images)
-            job = protocol["epochs"] * (n_train / train + n_val / infer) + n_val / infer
+            job = protocol.epochs * (n_train / train + n_val / infer) + n_val / infer
             jobs = n_inputs * folds
             total += jobs * job
             run = {
-                "device": device_name, "model": name, "image_size": protocol["image_size"],
-                "batch_size": protocol["batch_size"], "timed_batch_size": timed["batch_size"],
-                "epochs": protocol["epochs"],
+                "device": device_name, "model": name, "image_size": protocol.image_size,
+                "batch_size": protocol.batch_size, "timed_batch_size": timed.batch_size,
+                "epochs": protocol.epochs,
                 "train_images_per_s": train, "inference_images_per_s": infer,
                 "job_minutes": job / 60, "jobs": jobs, "model_total_minutes": jobs * job / 60,
             }
             results["runs"].append(run)
             print(
-                f"{device_name:5s} {name:15s} {protocol['image_size']}px batch {timed['batch_size']:3d}: "
+                f"{device_name:5s} {name:15s} {protocol.image_size}px batch {timed.batch_size:3d}: "
                 f"train {train:8.1f} img/s, inference {infer:8.1f} img/s; "
-                f"{protocol['epochs']} epochs x {n_train:.0f} slices -> {job / 60:.2f} min/job, "
+                f"{protocol.epochs} epochs x {n_train:.0f} slices -> {job / 60:.2f} min/job, "
                 f"{jobs} jobs {jobs * job / 60:.1f} min"
             )
         print(f"{device_name}: projected protocol ({len(models)} networks x {n_inputs} inputs x {folds} folds): {total / 3600:.2f} h")

@@ -27,20 +27,22 @@ import torch
 import yaml
 
 from bench_training import read_config  # this folder is on sys.path when run as a script
+from radfusion.protocol import INPUT_NAMES, MODEL_NAMES, TrainingProtocol
 from radfusion.train import fit_one_fold
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def quick_protocol(model: str) -> dict:
-    """The model's training protocol of config/config.yaml with config/quick.yaml on top."""
-    return dict(read_config([PROJECT / "config/config.yaml", PROJECT / "config/quick.yaml"])["training"][model])
+def quick_protocol(model: str, overrides: dict) -> TrainingProtocol:
+    """The model's training protocol of config/config.yaml with config/quick.yaml and ``overrides`` on top."""
+    section = read_config([PROJECT / "config/config.yaml", PROJECT / "config/quick.yaml"])["training"][model]
+    return TrainingProtocol.from_config({**section, **overrides})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, choices=["resnext_unet", "attention_unet"])
-    parser.add_argument("--input", default="mri_radiomics", choices=["mri", "mri_radiomics"])
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+    parser.add_argument("--input", default="mri_radiomics", choices=INPUT_NAMES)
     parser.add_argument("--folds", type=int, nargs="+", default=[1])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="protocol overrides")
     parser.add_argument("--slices", type=Path, default=Path("results/slices"))
@@ -50,10 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    protocol = quick_protocol(args.model)
-    for item in args.set:
-        key, value = item.split("=", 1)
-        protocol[key] = yaml.safe_load(value)
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    protocol = quick_protocol(args.model, overrides)
     folds = pd.read_csv(args.folds_file, sep="\t", dtype={"subject": str}).set_index("subject")["fold"].to_dict()
     slice_paths = {s: args.slices / f"{s}.npz" for s in folds}
     print(f"# {args.model}/{args.input} holdout; protocol {protocol}", flush=True)
@@ -63,8 +63,8 @@ def main() -> None:
             history = fit_one_fold(
                 slice_paths, folds, fold=fold, model_name=args.model, input_name=args.input,
                 model_path=Path(tmp) / "model.pt", history_path=Path(tmp) / "history.tsv",
-                checkpoint_path=Path(tmp) / "checkpoint.pt", validation="holdout", seed=args.seed,
-                device="cpu", **protocol,
+                checkpoint_path=Path(tmp) / "checkpoint.pt", protocol=protocol, validation="holdout",
+                seed=args.seed, device="cpu",
             )
             seconds = time.perf_counter() - started
         curve = " ".join(f"{v:.3f}" for v in history["val_dice"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from radfusion.cli import build_parser, main, prediction_settings, read_config
-from radfusion.io import InputError
+from radfusion.cli import main
 from radfusion.models import build_model
 from radfusion.predict import OUTPUT_FILES
 from radfusion.train import save_model
@@ -49,8 +47,16 @@ def patient(tmp_path):
             model_name="resnext_unet",
             input_name="mri",
             image_size=32,
+            preprocessing=PREPROCESSING,
         )
     return path
+
+
+# What the fold models were trained with; predict takes it from their files (threshold 0.4 here).
+PREPROCESSING = {
+    "lower_percentile": 0.5, "upper_percentile": 99.5, "cr": {"s": 2, "num": 15, "m": 5},
+    "re": {"s": 5, "alpha": 7, "offsets": "skimage"}, "threshold": 0.4,
+}
 
 
 def test_help_lists_the_predict_command():
@@ -59,7 +65,7 @@ def test_help_lists_the_predict_command():
     assert "predict" in result.stdout and "usage: radfusion" in result.stdout
     result = run_cli("predict", "--help")
     assert result.returncode == 0
-    for flag in ("--out", "--models-dir", "--model", "--input", "--eval-dir", "--threshold", "--device"):
+    for flag in ("--out", "--models", "--models-dir", "--model", "--input", "--eval-dir", "--threshold", "--device"):
         assert flag in result.stdout
 
 
@@ -108,30 +114,18 @@ def test_unusable_models_or_settings_are_one_line_errors(tmp_path, patient, caps
     assert line.startswith("radfusion predict: error:") and message in line
 
 
-def test_config_then_flags_set_the_prediction(tmp_path):
-    base = tmp_path / "config.yaml"
-    base.write_text(
-        "predict: {model: best, input: best}\nevaluation: {threshold: 0.5}\n"
-        "normalize: {lower_percentile: 1.0, upper_percentile: 99.0}\nradiomics: {cr: {s: 2}, re: {s: 5, alpha: 7}}\n"
-    )
-    overlay = tmp_path / "overlay.yaml"
-    overlay.write_text("predict: {model: attention_unet}\nradiomics: {re: {alpha: 3}}\n")
-    config = read_config([base, overlay])
-    assert config["predict"] == {"model": "attention_unet", "input": "best"}
-    assert config["radiomics"]["re"] == {"s": 5, "alpha": 3}
-    args = build_parser().parse_args(["predict", "x.nii.gz", "--out", "o"])
-    settings = prediction_settings(config, args)
-    assert (settings["model"], settings["input_name"], settings["threshold"]) == ("attention_unet", "best", 0.5)
-    assert (settings["lower_percentile"], settings["upper_percentile"]) == (1.0, 99.0)
-    args = build_parser().parse_args(["predict", "x.nii.gz", "--out", "o", "--input", "mri", "--threshold", "0.3"])
-    settings = prediction_settings(config, args)
-    assert (settings["model"], settings["input_name"], settings["threshold"]) == ("attention_unet", "mri", 0.3)
-    defaults = prediction_settings({}, argparse.Namespace(model=None, input=None, threshold=None))
-    assert (defaults["model"], defaults["input_name"], defaults["threshold"]) == ("best", "best", 0.5)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("- a list\n")
-    with pytest.raises(InputError, match="bad.yaml.*mapping"):
-        read_config([bad])
+def test_predict_takes_its_settings_from_the_model_files_of_a_run_folder(tmp_path, patient, capsys, monkeypatch):
+    """``--models RUN_DIR`` needs no config: threshold (and normalization, CR/RE) from the files;
+    a config in the working directory is not read; ``--threshold`` overrides explicitly."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("evaluation: {threshold: 0.9}\nnormalize: {lower_percentile: 40}\n")
+    run = tmp_path / "models" / "resnext_unet" / "mri"
+    assert main(["predict", str(patient), "--out", "a", "--models", str(run), "--threads", "1", "-q"]) == 0
+    assert "(resnext_unet/mri, 2 fold models)" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "a" / OUTPUT_FILES["summary"]).iloc[0]["threshold"] == 0.4
+    assert main(["predict", str(patient), "--out", "b", "--models", str(run), "--threshold", "0.3", "-q"]) == 0
+    assert pd.read_csv(tmp_path / "b" / OUTPUT_FILES["summary"]).iloc[0]["threshold"] == 0.3
 
 
 def test_predict_end_to_end_with_best_run(tmp_path, patient, capsys):
@@ -139,12 +133,10 @@ def test_predict_end_to_end_with_best_run(tmp_path, patient, capsys):
         table = tmp_path / "eval" / model / input_name / "fold1" / "subjects.tsv"
         table.parent.mkdir(parents=True)
         pd.DataFrame({"subject": ["a"], "dice": [dice]}).to_csv(table, sep="\t", index=False)
-    config = tmp_path / "config.yaml"
-    config.write_text("evaluation: {threshold: 0.4}\n")
     out = tmp_path / "results" / "p01"
     status = main(
         ["predict", str(patient), "--out", str(out), "--models-dir", str(tmp_path / "models"),
-         "--eval-dir", str(tmp_path / "eval"), "--configfile", str(config), "--device", "cpu", "--threads", "1", "-q"]
+         "--eval-dir", str(tmp_path / "eval"), "--device", "cpu", "--threads", "1", "-q"]
     )
     assert status == 0
     stdout = capsys.readouterr().out

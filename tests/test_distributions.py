@@ -178,34 +178,56 @@ def test_feature_summary_columns():
 
 
 @pytest.fixture(scope="module")
-def real_patient_histograms():
+def real_patients(tmp_path_factory):
+    """The workflow's chain on each real patient: import, brain mask and normalization, CR and RE
+    of the 8-bit image, and the subject's lesion / non-lesion histograms."""
     if not (DATA / "patient07" / "FLAIR.nii.gz").exists():
         pytest.skip(f"shared test data absent: {DATA}")
-    import nibabel as nib
-
+    from radfusion.io import import_subject, load_volume
+    from radfusion.normalize import brain_mask, normalize_intensity, quantize_8bit
     from radfusion.radiomics import radiomics_volume
 
     edges = {"cr": feature_bin_edges("cr"), "re": feature_bin_edges("re")}
     result = {}
     for patient in ("patient07", "patient26"):
-        flair = nib.load(DATA / patient / "FLAIR.nii.gz").get_fdata(dtype=np.float32)
-        lesion = np.asarray(nib.load(DATA / patient / "lesion_mask.nii.gz").dataobj)
-        low, high = np.percentile(flair[flair > 0], [0.5, 99.5])
-        quantized = np.rint(255 * np.clip((flair - low) / (high - low), 0, 1)).astype(np.uint8)
-        cr, re = radiomics_volume(quantized, threads=2)
-        result[patient] = cohort_histograms([({"cr": cr, "re": re}, lesion, flair > 0)], edges)
+        out = tmp_path_factory.mktemp(patient)
+        import_subject(
+            DATA / patient / "FLAIR.nii.gz", DATA / patient / "lesion_mask.nii.gz",
+            out / "flair.nii.gz", out / "mask.nii.gz", subject=patient,
+        )
+        flair = load_volume(out / "flair.nii.gz")[0]
+        lesion = load_volume(out / "mask.nii.gz", dtype=np.uint8)[0] > 0
+        brain = brain_mask(flair)
+        cr, re = radiomics_volume(quantize_8bit(normalize_intensity(flair)), threads=2)
+        histograms = cohort_histograms([({"cr": cr, "re": re}, lesion, brain)], edges)
+        result[patient] = {"flair": flair, "lesion": lesion, "table": feature_summary(histograms).set_index("feature")}
     return result
 
 
 @pytest.mark.parametrize("patient", ["patient07", "patient26"])
-def test_real_patients_cr_higher_inside_lesions(real_patient_histograms, patient, capsys):
-    table = feature_summary(real_patient_histograms[patient]).set_index("feature")
+def test_real_patients_cr_higher_inside_lesions(real_patients, patient, capsys):
+    table = real_patients[patient]["table"]
     with capsys.disabled():  # the AUCs reach CI's log without `-s`
         print(f"\n{patient}\n{table.to_string()}", flush=True)
     cr = table.loc["cr"]
     assert cr.auc > 0.8 and cr.median_lesion > cr.q3_nonlesion
     # README: about 1,300 (patient07) and 8,200 (patient26) lesion voxels in ~1.1 million brain voxels.
     assert cr.n_lesion > 1000 and cr.n_nonlesion > 100 * cr.n_lesion
-    # RE is reported, not asserted: with the 99.5th-percentile clipping a third of lesion voxels
-    # saturate at 255, and flat bright windows have low entropy (AUC < 0.5 on these patients).
-    assert 0 < table.loc["re"].auc < 1
+    # RE is lower inside lesions once the background is out (docs/decisions.md, "RE direction"): with
+    # the 99.5th-percentile clipping lesion cores saturate at 255 and flat windows have low entropy.
+    assert table.loc["re"].auc < 0.5
+
+
+@pytest.mark.parametrize("patient", ["patient07", "patient26"])
+def test_real_patients_non_lesion_group_is_the_nonzero_input_minus_lesions(real_patients, patient):
+    """Issue 16: the background stays out of the non-lesion group, negative edge voxels stay in.
+
+    patient26's 0.5th percentile is negative; a brain taken as "normalized FLAIR > 0" made its
+    non-lesion group 7,207,191 voxels (the whole volume) and its RE AUC 0.889.
+    """
+    flair, lesion, table = (real_patients[patient][key] for key in ("flair", "lesion", "table"))
+    expected = np.count_nonzero(flair) - np.count_nonzero(lesion & (flair != 0))
+    assert (table["n_nonlesion"] == expected).all()
+    assert (table["n_lesion"] == np.count_nonzero(lesion)).all()
+    if patient == "patient26":
+        assert expected == 1_114_377 and np.count_nonzero(lesion) == 8227

@@ -235,3 +235,42 @@ def test_evaluate_baselines_uses_training_folds_only(tmp_path):
     # training folds include it.
     assert flair.loc["s0", "threshold"] == pytest.approx(0.6) and flair.loc["s0", "dice"] == pytest.approx(8 / 9)
     assert flair.loc["s2", "threshold"] == pytest.approx(0.9) and flair.loc["s2", "dice"] == 0.0
+
+
+class ConstantProbability(torch.nn.Module):
+    """A network whose sigmoid output is ``p`` everywhere."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.tensor(float(np.log(p / (1 - p)))))
+
+    def forward(self, x):
+        return self.logit.expand(x.shape[0], 1, *x.shape[-2:])
+
+
+@pytest.mark.parametrize(
+    "probabilities, lesion",
+    [
+        ([0.999, 0.2, 0.2], False),  # mean 0.466; a mean of logits would call it lesion
+        ([0.6, 0.6, 0.01], False),  # mean 0.403; a majority vote would call it lesion
+        ([0.7, 0.4, 0.5], True),  # mean 0.533
+        ([0.7], True),  # one model: the evaluation's case
+    ],
+)
+def test_several_models_average_their_probabilities(probabilities, lesion):
+    images = np.random.default_rng(0).uniform(size=(2, 3, 20, 12)).astype(np.float32)
+    masks = predict_slice_masks(
+        [ConstantProbability(p) for p in probabilities], images, channels=[0], image_size=32, threshold=0.5
+    )
+    assert masks.shape == (2, 20, 12) and masks.dtype == np.uint8
+    assert (masks == int(lesion)).all()
+
+
+def test_one_model_or_a_list_of_it_give_the_same_masks():
+    images = np.random.default_rng(1).uniform(size=(3, 3, 20, 30)).astype(np.float32)
+    single = predict_slice_masks(BrightPixels(), images, channels=[0], image_size=32)
+    assert single.any() and not single.all()
+    np.testing.assert_array_equal(single, predict_slice_masks([BrightPixels()], images, channels=[0], image_size=32))
+    np.testing.assert_array_equal(
+        single, predict_slice_masks([BrightPixels(), BrightPixels()], images[:, :1], image_size=32)
+    )

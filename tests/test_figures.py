@@ -135,7 +135,7 @@ def make_example(subject="sub-01", k=5, seed=0):
     flair[mask == 1] = 0.9
     prediction = np.zeros_like(mask)
     prediction[16:22, 18:30] = 1  # 48 TP, 24 FP (columns 26-29), 8 FN (row 15)
-    return ExampleSlice(subject, k, flair, mask, {run: prediction for run in RUNS})
+    return ExampleSlice(subject, k, flair, flair != 0, mask, {run: prediction for run in RUNS})
 
 
 def test_plot_example_slices_layout_titles_and_dice(tmp_path):
@@ -171,6 +171,18 @@ def test_plot_example_slices_crops_to_the_brain():
     plt.close(fig)
 
 
+def test_plot_example_slices_crops_to_the_brain_mask_whatever_the_intensities():
+    """The crop is the brain mask's box, not a threshold on the normalized FLAIR: a lifted
+    background (0.03) and a dark brain rim (0, normalized below the lower percentile) change
+    nothing."""
+    example = make_example()
+    flair = np.where(example.brain, example.flair, 0.03)
+    flair[4:36, 4:6] = 0.0
+    fig = plot_example_slices([example._replace(flair=flair)])
+    assert fig.axes[0].get_images()[0].get_array().shape == (48, 40)
+    plt.close(fig)
+
+
 def test_plot_example_slices_rejects_mismatched_input():
     example = make_example()
     with pytest.raises(ValueError, match="at least one"):
@@ -180,6 +192,8 @@ def test_plot_example_slices_rejects_mismatched_input():
         plot_example_slices([example, other])
     with pytest.raises(ValueError, match="one shape"):
         plot_example_slices([example._replace(mask=np.zeros((3, 3)))])
+    with pytest.raises(ValueError, match="one shape"):
+        plot_example_slices([example._replace(brain=np.ones((3, 3), bool))])
 
 
 # --- Figure 4: validation curves -------------------------------------------------------------
@@ -227,7 +241,7 @@ def test_plot_validation_curves_panels_lines_and_legend(tmp_path):
 
 
 def test_plot_validation_curves_legend_sdd_matches_stats():
-    from radfusion.stats import sdd_per_run
+    from radfusion.stats.tables import sdd_per_run
 
     histories = make_histories()
     fig = plot_validation_curves(histories)
@@ -247,3 +261,22 @@ def test_plot_validation_curves_rejects_missing_runs():
         )
     with pytest.raises(ValueError, match="val_dice"):
         plot_validation_curves(histories.drop(columns="val_dice"))
+
+
+def test_figure1_and_the_predict_overlay_show_left_and_right_the_same_way():
+    """Radiological convention in both: the patient's right (RAS+ x high) on the viewer's left."""
+    from radfusion.figures import plot_lesion_overlay
+
+    example = make_example()
+    volume = np.repeat(example.flair[:, :, None], 3, axis=2)
+    overlay = plot_lesion_overlay(volume, np.repeat(example.mask[:, :, None], 3, axis=2), volume != 0, n_slices=1)
+    figure1 = plot_example_slices([example])
+    for ax in [*figure1.axes[:6], overlay.axes[0]]:
+        width = ax.get_images()[0].get_array().shape[1]
+        left_of_patient, right_of_patient = ax.transData.transform([(0, 0), (width - 1, 0)])[:, 0]
+        assert right_of_patient < left_of_patient, ax.get_title()
+    for ax in (figure1.axes[0], overlay.axes[0]):
+        marks = {t.get_text(): t.get_position()[0] for t in ax.texts if t.get_text() in ("R", "L")}
+        assert marks["R"] < marks["L"]
+    plt.close(figure1)
+    plt.close(overlay)

@@ -15,8 +15,10 @@ from scipy import ndimage
 from torch import nn
 
 from radfusion.cli import main
+from radfusion.figures import plot_lesion_overlay
 from radfusion.io import InputError, import_subject, load_volume
 from radfusion.models import build_model
+from radfusion.normalize import brain_mask
 from radfusion.predict import (
     LESION_COLUMNS,
     OUTPUT_FILES,
@@ -26,10 +28,8 @@ from radfusion.predict import (
     canonical_to_original,
     choose_model_input,
     cross_validated_dice,
-    ensemble_slice_masks,
     fold_model_paths,
     lesion_table,
-    plot_lesion_overlay,
     predict_lesion_mask,
     predict_patient,
     read_patient_sheet,
@@ -77,14 +77,25 @@ def blob_volume(shape=(32, 32, 6), seed=0):
     return flair, blobs
 
 
-def write_fold_models(root, model_name="resnext_unet", input_name="mri_radiomics", folds=(1, 2), image_size=32):
+PREPROCESSING = {
+    "lower_percentile": 0.5, "upper_percentile": 99.5, "cr": {"s": 2, "num": 15, "m": 5},
+    "re": {"s": 5, "alpha": 7, "offsets": "skimage"}, "threshold": 0.5,
+}
+
+
+def write_fold_models(
+    root, model_name="resnext_unet", input_name="mri_radiomics", folds=(1, 2), image_size=32, preprocessing=None
+):
     """Freshly built (untrained) networks saved as fold models: for file-format and geometry checks."""
     paths = []
     for fold in folds:
         torch.manual_seed(fold)
         model = build_model(model_name, 3 if input_name == "mri_radiomics" else 1)
         path = root / model_name / input_name / f"fold{fold}" / "model.pt"
-        save_model(model, path, model_name=model_name, input_name=input_name, image_size=image_size)
+        save_model(
+            model, path, model_name=model_name, input_name=input_name, image_size=image_size,
+            preprocessing=preprocessing or PREPROCESSING,
+        )
         paths.append(path)
     return paths
 
@@ -145,7 +156,7 @@ def test_best_without_evaluation_is_a_clear_error(tmp_path):
     broken = tmp_path / "attention_unet" / "mri" / "fold1" / "subjects.tsv"
     broken.parent.mkdir(parents=True)
     broken.write_text("subject\tscore\ns1\t0.4\n")
-    with pytest.raises(InputError, match="subjects.tsv.*'dice' column"):
+    with pytest.raises(InputError, match="subjects.tsv.*missing column.*'dice'"):
         cross_validated_dice(tmp_path)
 
 
@@ -181,25 +192,6 @@ def test_canonical_to_original_inverts_the_import_reorientation(codes):
 # --- ensembling and prediction -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "probabilities, lesion",
-    [
-        ([0.999, 0.2, 0.2], False),  # mean 0.466; a mean of logits would call it lesion
-        ([0.6, 0.6, 0.01], False),  # mean 0.403; a majority vote would call it lesion
-        ([0.7, 0.4, 0.5], True),  # mean 0.533
-    ],
-)
-def test_ensemble_averages_probabilities(probabilities, lesion):
-    images = np.random.default_rng(0).uniform(size=(2, 1, 20, 12)).astype(np.float32)
-    masks, mean = ensemble_slice_masks(
-        [ConstantProbability(p) for p in probabilities], images, image_size=32, threshold=0.5
-    )
-    assert masks.shape == (2, 20, 12) and masks.dtype == np.uint8
-    assert mean.shape == (2, 32, 32)
-    np.testing.assert_allclose(mean, np.mean(probabilities), rtol=1e-5)
-    assert (masks == int(lesion)).all()
-
-
 def test_lps_input_lesions_come_back_on_the_input_voxels(tmp_path, write_nifti):
     flair, blobs = blob_volume()
     source = write_nifti("in/flair.nii.gz", flair, LPS)
@@ -218,9 +210,21 @@ def test_lps_input_lesions_come_back_on_the_input_voxels(tmp_path, write_nifti):
 def test_only_brain_slices_are_predicted_and_background_is_never_lesion():
     flair, _ = blob_volume(shape=(32, 32, 8))
     flair[:, :, [0, 7]] = 0
-    assert brain_slice_indices(flair).tolist() == [1, 2, 3, 4, 5, 6]
-    mask, _ = predict_lesion_mask(flair, [ConstantProbability(0.9)], channels=(0,), image_size=32)
+    flair[2, 2:30, :] = -0.05  # a rim of negative edge voxels: brain (slice 7 holds only these)
+    flair[1, 2:30, 1:7] = -0.5  # makes the 0.5th percentile negative
+    assert np.percentile(flair[flair != 0], 0.5) < 0
+    assert brain_slice_indices(brain_mask(flair)).tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    mask, normalized = predict_lesion_mask(flair, [ConstantProbability(0.9)], channels=(0,), image_size=32)
     np.testing.assert_array_equal(mask, (flair != 0).astype(np.uint8))
+    assert (normalized[flair == 0] == 0).all()
+
+
+def test_a_flair_without_zero_background_is_predicted_with_a_warning(tmp_path, write_nifti):
+    flair, _ = blob_volume()
+    source = write_nifti("in/p9.nii.gz", flair + 10.0, LPS)  # no voxel is 0: not skull-stripped
+    with pytest.warns(UserWarning, match=r"subject 'p9', file '.*p9\.nii\.gz': no voxel is 0"):
+        summary = predict_patient(source, tmp_path / "out", model_paths=write_fold_models(tmp_path / "m"), patient="p9")
+    assert summary["brain_slices"] == flair.shape[2]
 
 
 def test_predict_patient_writes_the_mask_on_the_lps_input_grid(tmp_path, write_nifti, caplog):
@@ -267,8 +271,18 @@ def test_models_of_different_runs_are_refused(tmp_path, write_nifti):
     source = write_nifti("flair.nii.gz", flair, LPS)
     paths = write_fold_models(tmp_path / "a", folds=(1,))
     paths += write_fold_models(tmp_path / "b", input_name="mri", folds=(2,))
-    with pytest.raises(InputError, match="fold models differ"):
+    with pytest.raises(InputError, match="fold models differ in input_name"):
         predict_patient(source, tmp_path / "out", model_paths=paths)
+    # one run's folds, but one was trained with other CR parameters
+    other = {**PREPROCESSING, "cr": {"s": 3, "num": 15, "m": 5}}
+    paths = write_fold_models(tmp_path / "c", folds=(1,)) + write_fold_models(tmp_path / "d", folds=(2,), preprocessing=other)
+    with pytest.raises(InputError, match="fold models differ in preprocessing.*'s': 3"):
+        predict_patient(source, tmp_path / "out", model_paths=paths)
+    # a model file that does not record its preprocessing
+    bare = tmp_path / "bare.pt"
+    save_model(build_model("resnext_unet", 1), bare, model_name="resnext_unet", input_name="mri", image_size=32)
+    with pytest.raises(InputError, match="bare.pt.*records no preprocessing"):
+        predict_patient(source, tmp_path / "out", model_paths=[bare])
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(InputError, match="bad.pt.*cannot be loaded"):
         predict_patient(source, tmp_path / "out", model_paths=[tmp_path / "bad.pt"])
@@ -340,11 +354,23 @@ def test_acquisition_warnings():
 
 def test_overlay_shows_the_slices_with_most_lesion():
     flair, blobs = blob_volume(shape=(32, 32, 8))
-    figure = plot_lesion_overlay(flair / flair.max(), blobs, n_slices=2, title="t")
+    brain = brain_mask(flair)
+    figure = plot_lesion_overlay(flair / flair.max(), blobs, brain, n_slices=2, title="t")
     titles = [ax.get_title() for ax in figure.axes]
     assert titles == ["slice 0: 16 lesion voxels", "slice 1: 16 lesion voxels"]
-    figure = plot_lesion_overlay(flair / flair.max(), np.zeros_like(blobs), n_slices=3)
+    # brain 26 x 28 plus 4 pixels each side (clipped at the volume's edge), transposed for display
+    assert figure.axes[0].get_images()[0].get_array().shape == (32, 32)
+    figure = plot_lesion_overlay(flair / flair.max(), np.zeros_like(blobs), brain, n_slices=3)
     assert len(figure.axes) == 1 and "0 lesion voxels" in figure.axes[0].get_title()
+
+
+def test_overlay_crops_to_the_brain_mask_not_to_bright_voxels():
+    flair, blobs = blob_volume(shape=(40, 40, 4))
+    brain = brain_mask(flair)
+    lifted = np.where(brain, flair / flair.max(), 0.05)  # a background above the old 0.02 crop threshold
+    figure = plot_lesion_overlay(lifted, blobs, brain, n_slices=1)
+    # brain x 3..28, y 2..29 plus 4 pixels: x 0..32, y 0..33; shown transposed (y rows, x columns)
+    assert figure.axes[0].get_images()[0].get_array().shape == (34, 33)
 
 
 def test_patient_sheet(tmp_path):
@@ -369,14 +395,12 @@ def test_patient_sheet(tmp_path):
 @pytest.mark.slow
 def test_acceptance_patient07_with_the_quick_runs_fold_models(tmp_path, tiny_run, capsys):
     """Issue acceptance: a real patient through the fold models of a quick-settings workflow run
-    (the session's tiny run: config/quick.yaml + tests/data/tiny.yaml, 3 folds)."""
+    (the session's tiny run of the test config, .test/config: 3 folds)."""
     source = shared_data("open_ms_data", "patient07", "FLAIR.nii.gz")
     out = tmp_path / "patient07"
-    configs = ["config/config.yaml", "config/quick.yaml", "tests/data/tiny.yaml"]
     status = main(
         ["predict", str(source), "--out", str(out), "--models-dir", str(tiny_run / "results" / "models"),
          "--eval-dir", str(tiny_run / "results" / "eval"), "--device", "cpu", "--threads", "2", "-q"]
-        + [arg for config in configs for arg in ("--configfile", str(tiny_run / config))]
     )
     assert status == 0
     model, input_name, cv_dice = choose_model_input(tiny_run / "results" / "eval")

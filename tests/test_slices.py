@@ -10,8 +10,8 @@ import yaml
 from conftest import PROJECT
 
 from radfusion.io import InputError
+from radfusion.protocol import INPUT_CHANNELS
 from radfusion.slices import (
-    INPUT_CHANNELS,
     export_slices,
     load_slices,
     minmax_scale,
@@ -42,14 +42,14 @@ def whole_brain() -> np.ndarray:
 
 @pytest.fixture
 def subject():
-    """FLAIR, CR, RE, mask volumes with lesions on slices 4, 5 (3 voxels), 9 (1 voxel)."""
+    """FLAIR, CR, RE, mask and brain volumes with lesions on slices 4, 5 (3 voxels), 9 (1 voxel)."""
     rng = np.random.default_rng(1)
     flair = np.where(whole_brain(), rng.uniform(0.1, 0.8, SHAPE), 0).astype(np.float32)
     mask = lesion_mask({4: 30, 5: 3, 9: 1})
     flair[mask == 1] = 1.0
     cr = rng.uniform(0, 3000, SHAPE).astype(np.float32)
     re = rng.uniform(0, 5, SHAPE).astype(np.float32)
-    return flair, cr, re, mask
+    return flair, cr, re, mask, whole_brain()
 
 
 def test_lesion_slices_selected_by_min_lesion_voxels():
@@ -112,8 +112,8 @@ def test_minmax_scale_maps_to_unit_range_and_constant_to_zeros():
 
 
 def test_export_keeps_original_size_channels_and_masks(subject):
-    flair, cr, re, mask = subject
-    arrays = export_slices(flair, cr, re, mask)
+    flair, cr, re, mask, brain = subject
+    arrays = export_slices(flair, cr, re, mask, brain)
     assert arrays["slice_index"].tolist() == [4, 5, 9]
     assert arrays["images"].shape == (3, 3, SHAPE[0], SHAPE[1])
     assert arrays["images"].dtype == np.float32 and arrays["masks"].dtype == np.uint8
@@ -126,15 +126,31 @@ def test_export_keeps_original_size_channels_and_masks(subject):
 
 
 def test_export_refuses_mismatched_shapes_and_non_binary_masks(subject):
-    flair, cr, re, mask = subject
+    flair, cr, re, mask, brain = subject
     with pytest.raises(ValueError, match="cr of shape"):
-        export_slices(flair, cr[:-1], re, mask)
-    with pytest.raises(ValueError, match="binary"):
-        export_slices(flair, cr, re, mask * 2)
+        export_slices(flair, cr[:-1], re, mask, brain)
+    with pytest.raises(ValueError, match="brain of shape"):
+        export_slices(flair, cr, re, mask, brain[:, :, :-1])
+    with pytest.raises(ValueError, match="binary mask"):
+        export_slices(flair, cr, re, mask * 2, brain)
+    with pytest.raises(ValueError, match="binary brain mask"):
+        export_slices(flair, cr, re, mask, flair)
     bad = cr.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        export_slices(flair, bad, re, mask)
+        export_slices(flair, bad, re, mask, brain)
+
+
+def test_export_takes_lesion_free_slices_from_the_brain_mask_not_the_normalized_flair(subject):
+    """Issue 16: a normalized FLAIR whose background is above 0 (as a negative lower percentile made
+    it) must not turn brain-free slices into brain slices; a brain slice whose voxels all
+    normalize to 0 is still brain."""
+    flair, cr, re, _, brain = subject
+    mask = lesion_mask({k: 5 for k in range(1, 13)})  # lesion-free: 0, 13, 14 (brain), 15
+    lifted = np.where(brain, flair, np.float32(0.0007))
+    lifted[:, :, 14] = np.where(brain[:, :, 14], 0.0, 0.0007)  # dark brain slice, bright background
+    arrays = export_slices(lifted, cr, re, mask, brain, brain_fraction=1.0, seed=0)
+    assert arrays["slice_index"].tolist() == list(range(1, 15))  # 13 and 14 added; 0 and 15 hold no brain
 
 
 def test_npz_round_trip(subject, tmp_path):

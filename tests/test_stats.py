@@ -6,23 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radfusion.stats import (
-    bonferroni_adjust,
+from radfusion.stats.display import fold_display_table, mean_sd_text, p_value_text, summary_display_table, table_html
+from radfusion.stats.tables import (
     fold_dice_table,
-    fold_display_table,
     fold_means,
-    mean_sd_text,
     metric_summary_table,
-    p_value_text,
     paired_values,
-    population_sd,
     read_histories,
     read_metric_tables,
     sdd_per_run,
     sdd_table,
+)
+from radfusion.stats.tests import (
+    bonferroni_adjust,
+    population_sd,
     standard_deviation_of_derivatives,
-    summary_display_table,
-    table_html,
     wilcoxon_signed_rank,
 )
 

@@ -331,9 +331,10 @@ def write_cohort(root: Path, n_subjects: int = 4, n_slices: int = 3) -> tuple[di
 
 
 PROTOCOL = dict(
-    model_name="attention_unet", input_name="mri_radiomics", image_size=32, epochs=3, batch_size=3,
-    loss="dice", optimizer="rmsprop", lr=1e-4, weight_decay=0.0, scheduler="exponential", gamma=0.995, seed=3,
+    image_size=32, epochs=3, batch_size=3, loss="dice", optimizer="rmsprop", lr=1e-4, weight_decay=0.0,
+    scheduler="exponential", gamma=0.995, hflip=0.5,
 )
+PREPROCESSING = {"lower_percentile": 0.5, "upper_percentile": 99.5, "cr": {"s": 2, "num": 15, "m": 5}, "threshold": 0.5}
 
 TRAIN_SCRIPT = textwrap.dedent(
     """
@@ -341,9 +342,11 @@ TRAIN_SCRIPT = textwrap.dedent(
     import torch
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
+    from radfusion.protocol import TrainingProtocol
     from radfusion.train import fit_one_fold
     args = json.loads(sys.argv[1])
-    fit_one_fold(args.pop("paths"), args.pop("folds"), fold=1, **args)
+    protocol = TrainingProtocol.from_config(args.pop("protocol"))
+    fit_one_fold(args.pop("paths"), args.pop("folds"), fold=1, protocol=protocol, **args)
     """
 )
 
@@ -357,7 +360,11 @@ def start_training(out: Path, paths: dict, folds: dict) -> subprocess.Popen:
         "model_path": str(out / "model.pt"),
         "history_path": str(out / "history.tsv"),
         "checkpoint_path": str(out / "checkpoint.pt"),
-        **PROTOCOL,
+        "model_name": "attention_unet",
+        "input_name": "mri_radiomics",
+        "seed": 3,
+        "protocol": PROTOCOL,
+        "preprocessing": PREPROCESSING,
     }
     return subprocess.Popen(
         [sys.executable, "-c", TRAIN_SCRIPT, json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -397,4 +404,5 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
         pd.read_csv(reference / "history.tsv", sep="\t")[columns], pd.read_csv(killed / "history.tsv", sep="\t")[columns]
     )
     assert info["channels"] == [0, 1, 2] and info["image_size"] == 32
+    assert info["preprocessing"] == PREPROCESSING and info["metadata"]["protocol"]["gamma"] == 0.995
     assert info["metadata"]["train_subjects"] == sorted(s for s, f in folds.items() if f != 1)

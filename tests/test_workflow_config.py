@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import PROJECT, TINY_CONFIG, run_snakemake
+from conftest import PROJECT, WORKFLOW_SNAKEFILE, job_counts, run_snakemake, workdir_with_test_config
 
 from radfusion.weights import IMAGENET_FILE
 
@@ -43,16 +43,6 @@ def test_quick_overlay_plans_a_smaller_cohort():
 # --- ImageNet encoder weights (rule fetch_encoder_weights) ------------------------------------
 
 
-def job_counts(stdout: str) -> dict[str, int]:
-    """The dry run's job stats table: rule -> number of jobs."""
-    counts = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
 def weights_overlay(tmp_path, **weights):
     overlay = tmp_path / "weights.yaml"
     overlay.write_text(yaml.safe_dump({"weights": weights}))
@@ -84,10 +74,14 @@ def test_with_a_local_weights_file_the_dry_run_plans_the_24_training_jobs(tmp_pa
     assert counts["train_model"] == 24 and WEIGHTS_RULE not in counts
 
 
-@pytest.mark.parametrize("configs", [["config/quick.yaml"], TINY_CONFIG[1:]], ids=["quick", "tiny"])
-def test_quick_settings_plan_no_weights_step(tmp_path, configs):
-    # --forceall: plan every job even where a finished quick run left its results in the checkout.
-    result = dry_run(tmp_path, "--forceall", "--configfile", *configs)
+@pytest.mark.parametrize("settings", ["quick", "test"])
+def test_quick_settings_plan_no_weights_step(tmp_path, settings):
+    if settings == "quick":
+        # --forceall: plan every job even where a finished quick run left its results in the checkout.
+        result = dry_run(tmp_path, "--forceall", "--configfile", "config/quick.yaml")
+    else:  # .test/config as CI runs it: its own working directory, workflow/Snakefile
+        root = workdir_with_test_config(tmp_path / "test")
+        result = run_snakemake(["-n", "--quiet", "rules", "--snakefile", str(WORKFLOW_SNAKEFILE)], cwd=root, timeout=300)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts["train_model"] > 0 and WEIGHTS_RULE not in counts
@@ -154,11 +148,38 @@ def test_duplicate_subjects_stop_the_run(tmp_path):
     assert "duplicate subject ID(s) ['a']" in result.stdout + result.stderr
 
 
-def test_fewer_subjects_than_folds_stops_the_run(tmp_path):
-    sheet = write_sheet(tmp_path / "s.tsv", [(c, "x.nii.gz", "m.nii.gz") for c in "abc"])
-    result = dry_run(tmp_path, "--config", f"samples={sheet}")
+def demo_sheet(path, subjects):
+    return write_sheet(
+        path, [(s, f"resources/demo/{s}/flair.nii.gz", f"resources/demo/{s}/mask.nii.gz") for s in subjects]
+    )
+
+
+def test_a_target_without_folds_plans_with_fewer_subjects_than_folds(tmp_path):
+    # One subject's feature maps need no folds: the fold count is checked by assign_folds only.
+    sheet = demo_sheet(tmp_path / "s.tsv", ["demo01", "demo02", "demo03"])
+    result = run_snakemake(
+        ["results/features/demo01/cr.nii.gz", "-n", "--quiet", "rules", "--directory", str(tmp_path / "run"),
+         "--configfile", str(PROJECT / "config" / "config.yaml"), "--config", f"samples={sheet}"],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == {"demo_subject": 1, "import_subject": 1, "normalize_flair": 1, "radiomics_maps": 1}
+
+
+def test_fewer_subjects_than_folds_fails_assign_folds_naming_the_sheet(tmp_path):
+    """The project's own command line (profiles/default: show-failed-logs) puts the failed job's
+    message, which names the sheet, on the console, and no folds file is left."""
+    sheet = demo_sheet(tmp_path / "s.tsv", ["demo01", "demo02", "demo03"])
+    workdir = tmp_path / "run"
+    result = run_snakemake(
+        ["results/folds.tsv", "--cores", "1", "--directory", str(workdir),
+         "--configfile", str(PROJECT / "config" / "config.yaml"), "--config", f"samples={sheet}"],
+        timeout=300,
+    )
     assert result.returncode != 0
-    assert "3 subject(s) is fewer than the 6 folds" in result.stdout + result.stderr
+    assert f"{sheet}: 3 subject(s) is fewer than the 6 folds" in result.stdout + result.stderr
+    assert "rule assign_folds" in result.stdout + result.stderr
+    assert not (workdir / "results" / "folds.tsv").exists()
 
 
 def test_bad_file_fails_the_import_rule_and_leaves_nothing(tmp_path, write_nifti):
@@ -179,6 +200,9 @@ def test_bad_file_fails_the_import_rule_and_leaves_nothing(tmp_path, write_nifti
     assert result.returncode != 0
     log = (workdir / "logs" / "import" / "bad.log").read_text()
     assert "InputError" in log and "subject 'bad'" in log and "corrupt.nii.gz" in log
+    # ... and on the console too (profiles/default: show-failed-logs)
+    console = result.stdout + result.stderr
+    assert "subject 'bad'" in console and "corrupt.nii.gz" in console
     assert not (workdir / "results" / "nifti" / "bad").exists() or not any((workdir / "results" / "nifti" / "bad").iterdir())
 
 

@@ -1,6 +1,7 @@
-"""The whole DAG end to end on a tiny config (tests/data/tiny.yaml): every table's shape, value
-ranges and p-values, the figures and the HTML report. Minutes on two CPU cores. The run itself is
-the session fixture ``tiny_run`` (tests/conftest.py)."""
+"""The whole DAG end to end on the test config (.test/config): every table's shape, value ranges
+and p-values, the figures and the HTML report. Minutes on two CPU cores. The run itself is the
+session fixture ``tiny_run`` (tests/conftest.py), the workflow used as a module of a directory
+outside the checkout."""
 
 from __future__ import annotations
 

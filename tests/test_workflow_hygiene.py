@@ -70,7 +70,7 @@ class RuleDefinition:
 
 
 def workflow_files() -> list[Path]:
-    return [PROJECT / "Snakefile", *sorted(RULES_DIR.glob("*.smk"))]
+    return [PROJECT / "Snakefile", PROJECT / "workflow" / "Snakefile", *sorted(RULES_DIR.glob("*.smk"))]
 
 
 def parse_rules(path: Path) -> list[RuleDefinition]:
@@ -276,6 +276,10 @@ def read_env(path: Path) -> CondaEnv:
     return CondaEnv(conda, pip, tuple(editable))
 
 
+# An exact pin: a full version (at least major.minor.patch), nothing else.
+FULL_VERSION = r"\d+(?:\.\d+){2,}"
+
+
 @pytest.mark.parametrize("path", env_files(), ids=[p.name for p in env_files()])
 def test_conda_env_parses_and_is_pinned(path):
     spec = yaml.safe_load(path.read_text())
@@ -286,15 +290,28 @@ def test_conda_env_parses_and_is_pinned(path):
         if isinstance(dependency, dict):
             assert set(dependency) == {"pip"}, f"{path.name}: unexpected {dependency}"
             for requirement in dependency["pip"]:
-                assert requirement.startswith("-e ") or "==" in requirement, (
-                    f"{path.name}: pip requirement '{requirement}' is not pinned (name==version)"
+                assert re.fullmatch(rf"[A-Za-z0-9_.\-]+=={FULL_VERSION}", requirement), (
+                    f"{path.name}: pip requirement '{requirement}' is not pinned exactly (name==full version)"
                 )
         else:
-            assert re.match(r"^[A-Za-z0-9_.\-]+\s*=+\s*\d", str(dependency)), (
-                f"{path.name}: conda dependency '{dependency}' is not pinned (name =version)"
+            assert re.fullmatch(rf"[A-Za-z0-9_.\-]+\s*==?\s*{FULL_VERSION}", str(dependency)), (
+                f"{path.name}: conda dependency '{dependency}' is not pinned exactly (name ==full version)"
             )
     env = read_env(path)
     assert "python" in env.conda, f"{path.name}: python is not pinned"
+
+
+@pytest.mark.parametrize("path", env_files(), ids=[p.name for p in env_files()])
+def test_conda_env_refers_to_no_path(path):
+    # Snakemake copies an env file elsewhere (.snakemake/conda/, --conda-prefix, a module's user
+    # directory) before conda reads it: a path in it (`-e ../..`, `-r`, file:, ./x) resolves against
+    # that copy, not against this checkout. The scripts find radfusion in the workflow's src/.
+    spec = yaml.safe_load(path.read_text())
+    entries = [str(d) for d in spec["dependencies"] if not isinstance(d, dict)]
+    entries += [str(r) for d in spec["dependencies"] if isinstance(d, dict) for r in d.get("pip", [])]
+    paths = [e for e in entries if e.startswith(("-", ".", "~")) or re.search(r"[/\\@]|file:", e)]
+    assert not paths, f"{path.name} refers to paths or URLs: {paths}"
+    assert not read_env(path).editable, f"{path.name} installs a package from a path"
 
 
 def test_every_rule_that_runs_a_script_has_an_existing_conda_env():
@@ -404,11 +421,40 @@ def test_conda_env_lists_every_package_the_rule_imports(rule):
         f"{rule.where()} runs {script.name}, which (with the radfusion modules it uses) imports "
         f"{missing}; {env_path.name} does not list them"
     )
-    uses_package = any(
-        module.split(".")[0] == "radfusion" for module in imported_modules(script.read_text())
+
+
+# The line with which a script finds radfusion in the workflow's own src/ (docs/architecture.md):
+# snakemake.scriptdir is workflow/scripts of the checkout or module the script was read from.
+SRC_ON_PATH = 'sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))'
+
+
+def scripts() -> list[Path]:
+    return sorted((PROJECT / "workflow" / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", scripts(), ids=[s.name for s in scripts()])
+def test_script_puts_the_workflows_src_on_the_path_before_importing_radfusion(script):
+    lines = script.read_text().splitlines()
+    imports = [i for i, line in enumerate(lines) if re.match(r"\s*(from|import) radfusion\b", line)]
+    if not imports:
+        pytest.skip(f"{script.name} does not import radfusion")
+    inserts = [i for i, line in enumerate(lines) if line.startswith(SRC_ON_PATH)]
+    assert inserts and inserts[0] < imports[0], (
+        f"{script.name} imports radfusion without first putting the workflow's src/ on sys.path; "
+        f"start it with\n  {SRC_ON_PATH}"
     )
-    if uses_package:
-        assert env.editable, f"{env_path.name} must install radfusion itself (pip: -e ../..)"
+    assert (PROJECT / "workflow" / "scripts").resolve().parents[1] / "src" / "radfusion" == PACKAGE_DIR
+
+
+def test_reading_the_workflow_imports_no_radfusion():
+    # The Snakefiles run where Snakemake runs, which need not have radfusion installed (a module
+    # in another project, --sdm conda): only the jobs' scripts import it.
+    offenders = [
+        str(path.relative_to(PROJECT))
+        for path in workflow_files()
+        if re.search(r"^\s*(from|import)\s+radfusion\b", path.read_text(), re.MULTILINE)
+    ]
+    assert not offenders, f"import radfusion while the workflow is read: {offenders}"
 
 
 def test_import_reader_follows_the_package(tmp_path):

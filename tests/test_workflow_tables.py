@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT, run_snakemake
+from conftest import PROJECT, run_snakemake, shared_data
 
 MODELS = ("resnext_unet", "attention_unet")
 INPUTS = ("mri", "mri_radiomics")
@@ -60,7 +60,8 @@ def write_upstream_outputs(root: Path, seed: int = 0) -> None:
         flair[mask == 1] = 0.9
         volumes[subject] = mask
         for path, data in ((f"results/nifti/{subject}/mask.nii.gz", mask),
-                           (f"results/normalized/{subject}/flair.nii.gz", flair)):
+                           (f"results/normalized/{subject}/flair.nii.gz", flair),
+                           (f"results/normalized/{subject}/brain.nii.gz", (flair != 0).astype(np.uint8))):
             (root / path).parent.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(data, np.eye(4)), str(root / path))
     for model in MODELS:
@@ -150,7 +151,7 @@ def test_tables_have_the_contract_shape(stage_run):
 
 @pytest.mark.slow
 def test_table1_matches_the_library_on_the_same_files(stage_run):
-    from radfusion.stats import metric_summary_table, read_metric_tables
+    from radfusion.stats.tables import metric_summary_table, read_metric_tables
 
     subjects = {
         name: read_metric_tables(sorted((stage_run / f"results/eval/resnext_unet/{name}").glob("fold*/subjects.tsv")))
@@ -197,3 +198,46 @@ def test_table_target_plans_only_its_own_model(tmp_path, table, model, other):
     assert f"results/eval/{model}/" in listing
     assert f"results/models/{model}/" in listing
     assert other not in listing
+
+
+@pytest.mark.slow
+def test_features_table_of_real_patients_counts_the_nonzero_input_minus_lesions(tmp_path):
+    """Issue 16 on the workflow: patient26's negative edge voxels make its lower percentile
+    negative; its background must stay out of features.csv and of the normalized FLAIR.
+
+    Both real patients, up to the features table (no folds, no training): patient26 (negative
+    lower percentile) and patient07 (positive: its brain voxels at or below the percentile, 0 after
+    normalization, must stay in the non-lesion group).
+    """
+    data = shared_data("open_ms_data")
+    copy_workflow(tmp_path)
+    patients = ["patient26", "patient07"]
+    pd.DataFrame(
+        {
+            "subject": patients,
+            "flair": [str(data / p / "FLAIR.nii.gz") for p in patients],
+            "mask": [str(data / p / "lesion_mask.nii.gz") for p in patients],
+        }
+    ).to_csv(tmp_path / "config" / "samples_real.tsv", sep="\t", index=False)
+    (tmp_path / "config" / "real.yaml").write_text("samples: config/samples_real.tsv\nfolds: 2\n")
+    result = run_snakemake(
+        ["results/tables/features.csv", "--cores", "2", "--configfile", "config/real.yaml"], cwd=tmp_path, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    expected_lesion, expected_other = 0, 0
+    for patient in patients:
+        flair = np.asarray(nib.load(tmp_path / f"results/nifti/{patient}/flair.nii.gz").dataobj)
+        lesion = np.asarray(nib.load(tmp_path / f"results/nifti/{patient}/mask.nii.gz").dataobj) > 0
+        normalized = np.asarray(nib.load(tmp_path / f"results/normalized/{patient}/flair.nii.gz").dataobj)
+        u8 = np.asarray(nib.load(tmp_path / f"results/normalized/{patient}/flair_u8.nii.gz").dataobj)
+        brain = np.asarray(nib.load(tmp_path / f"results/normalized/{patient}/brain.nii.gz").dataobj)
+        np.testing.assert_array_equal(brain, (flair != 0).astype(np.uint8))
+        assert (normalized[flair == 0] == 0).all() and (u8[flair == 0] == 0).all()
+        expected_lesion += np.count_nonzero(lesion)
+        expected_other += np.count_nonzero(flair) - np.count_nonzero(lesion & (flair != 0))
+    # patient26: 1,122,604 nonzero voxels, 8,227 lesion voxels, none of them in the background
+    assert np.count_nonzero(np.asarray(nib.load(tmp_path / "results/normalized/patient26/brain.nii.gz").dataobj)) == 1_122_604
+    table = pd.read_csv(tmp_path / "results/tables/features.csv").set_index("feature")
+    assert (table["n_lesion"] == expected_lesion).all() and (table["n_nonlesion"] == expected_other).all()
+    assert table.loc["cr", "auc"] > 0.9 and table.loc["re", "auc"] < 0.5

@@ -11,7 +11,8 @@ voxel values are kept. The bins are chosen so that the statistics are exact or n
   exact for the binned values (values in one bin count as ties).
 
 Groups: *lesion* = voxels of the lesion mask; *non-lesion* = brain voxels (the caller's brain
-mask, e.g. FLAIR > 0) outside the lesion mask.
+mask: :func:`radfusion.normalize.brain_mask`, the imported FLAIR's nonzero voxels) outside the
+lesion mask.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def group_histograms(
     lesion_mask : ndarray of bool or {0, 1}
         Lesion voxels, same shape.
     brain_mask : ndarray of bool or {0, 1}
-        Brain voxels (e.g. ``flair > 0``), same shape.
+        Brain voxels (:func:`radfusion.normalize.brain_mask` of the imported FLAIR), same shape.
     edges : ndarray
         Bin edges, e.g. from :func:`feature_bin_edges`.
 

@@ -244,28 +244,33 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch
 
 
 def predict_slice_masks(
-    model: torch.nn.Module,
+    models: torch.nn.Module | Sequence[torch.nn.Module],
     images: np.ndarray,
     *,
-    channels: Sequence[int],
     image_size: int,
     threshold: float = 0.5,
+    channels: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Predict binary lesion masks for exported slices, at the slices' original size.
+    """Predict binary lesion masks for slices, at the slices' original size.
+
+    The one inference path of the project: the evaluation calls it with one fold model, and
+    ``radfusion predict`` (and the workflow's predict rule) with the fold models of a run, so
+    the cross-validated Dice describes the procedure that segments new patients, up to the
+    fold average.
 
     Parameters
     ----------
-    model : nn.Module
-        A trained network (logits out).
-    images : ndarray, shape (n, 3, H0, W0)
-        Exported slices (FLAIR, CR, RE, per-slice min-max), as stored by
-        :func:`radfusion.slices.export_slices`.
-    channels : sequence of int
-        The model's input channels.
+    models : nn.Module or sequence of nn.Module
+        One trained network or several (logits out), on their device.
+    images : ndarray, shape (n, C, H0, W0)
+        Slices, per-slice min-max scaled: the exported slices (FLAIR, CR, RE) of
+        :func:`radfusion.slices.export_slices`, or the models' channels only.
     image_size : int
-        The model's input size.
-    threshold : float
-        On the sigmoid probability.
+        The models' input size.
+    threshold : float in (0, 1)
+        On the sigmoid probability, averaged over the models (``p > threshold`` is lesion).
+    channels : sequence of int, optional
+        The models' input channels among ``images``' channels; default: all of them.
 
     Returns
     -------
@@ -273,19 +278,31 @@ def predict_slice_masks(
 
     Notes
     -----
-    The preprocessing of training (bilinear resize to ``image_size``), then sigmoid and
-    threshold at the model's size, then nearest-neighbour resize back to (H0, W0), as in the
+    The preprocessing of training (bilinear resize to ``image_size``), then each model's
+    sigmoid, their mean (the probabilities, not the logits or the votes, are averaged), the
+    threshold at the model's size, and a nearest-neighbour resize back to (H0, W0), as in the
     paper ("predicted masks were resized to original dimensions using nearest-neighbor
     interpolation").
     """
+    models = [models] if isinstance(models, torch.nn.Module) else list(models)
+    if not models:
+        raise ValueError("expected at least one model, got none")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"expected a threshold in (0, 1), got {threshold}")
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
         raise ValueError(f"expected images (n, C, H, W), got shape {images.shape}")
     height, width = images.shape[-2:]
     if images.shape[0] == 0:
         return np.zeros((0, height, width), dtype=np.uint8)
-    x = resize_images(torch.from_numpy(np.ascontiguousarray(images[:, list(channels)])), image_size)
-    binary = (predict_probabilities(model, x) > threshold).float()
+    if channels is not None:
+        images = images[:, list(channels)]
+    x = resize_images(torch.from_numpy(np.ascontiguousarray(images)), image_size)
+    total = None
+    for model in models:
+        probabilities = predict_probabilities(model, x)
+        total = probabilities if total is None else total + probabilities
+    binary = (total / len(models) > threshold).float()
     return resize_masks(binary, (height, width))[:, 0].numpy().astype(np.uint8)
 
 

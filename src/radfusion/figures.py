@@ -26,6 +26,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from radfusion.distributions import auc as values_auc  # noqa: E402
 from radfusion.distributions import histogram_auc, histogram_quantiles  # noqa: E402
+from radfusion.protocol import INPUT_LABELS, MODEL_LABELS  # noqa: E402
 
 __all__ = [
     "plot_feature_distribution",
@@ -157,8 +158,6 @@ _FALSE_POSITIVE = "#ff3df2"
 _FALSE_NEGATIVE = "#00c8ff"
 _GROUND_TRUTH = "#ff5a1f"
 _INPUT_COLOURS = {"mri": "#1f77b4", "mri_radiomics": "#d62728"}
-_INPUT_LABELS = {"mri": "MRI", "mri_radiomics": "MRI+radiomics"}
-_MODEL_LABELS = {"resnext_unet": "ResNeXt-UNet", "attention_unet": "Attention U-Net"}
 
 
 class ExampleSlice(NamedTuple):
@@ -168,6 +167,8 @@ class ExampleSlice(NamedTuple):
     slice_index: int
     flair: np.ndarray
     """Normalized FLAIR slice, shape (x, y), values in [0, 1]."""
+    brain: np.ndarray
+    """Brain mask slice (:func:`radfusion.normalize.brain_mask`), shape (x, y); the crop."""
     mask: np.ndarray
     """Ground-truth lesion mask, shape (x, y)."""
     predictions: Mapping[tuple[str, str], np.ndarray]
@@ -221,9 +222,9 @@ def _dice(truth: np.ndarray, prediction: np.ndarray) -> float:
     return 1.0 if denominator == 0 else 2.0 * np.logical_and(truth, prediction).sum() / denominator
 
 
-def _brain_box(flair: np.ndarray, *, margin: int = 4) -> tuple[slice, slice]:
-    """Bounding box of the non-background part of a slice, with a margin."""
-    inside = flair > 0.02
+def brain_box(brain: np.ndarray, *, margin: int = 4) -> tuple[slice, slice]:
+    """Bounding box of a slice's brain mask, with a margin (the whole slice when it holds none)."""
+    inside = np.asarray(brain, dtype=bool)
     if not inside.any():
         return slice(None), slice(None)
     xs, ys = np.nonzero(inside)
@@ -233,13 +234,51 @@ def _brain_box(flair: np.ndarray, *, margin: int = 4) -> tuple[slice, slice]:
     )
 
 
-def _overlay(ax, image: np.ndarray, layers: Sequence[tuple[np.ndarray, str]]) -> None:
-    """Draw a FLAIR slice (anterior up, patient right on the viewer's right) and colour layers."""
+def draw_axial_slice(
+    ax,
+    image: np.ndarray,
+    layers: Sequence[tuple[np.ndarray, str]] = (),
+    *,
+    alpha: float = 0.85,
+    outline: bool = False,
+    mark_sides: bool = False,
+) -> None:
+    """Draw an axial slice ``volume[:, :, k]`` of a RAS+ volume, with coloured mask layers.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    image : ndarray, shape (x, y)
+        FLAIR in [0, 1], grey.
+    layers : sequence of (mask, colour)
+        Masks of the slice's shape, tinted in their colour, in order.
+    alpha : float
+        Opacity of the tint.
+    outline : bool
+        Also draw each layer's outline in its colour.
+    mark_sides : bool
+        Write R and L on the patient's right and left.
+
+    Notes
+    -----
+    Radiological convention, as on clinical viewers, in every figure of the project (Figure 1,
+    Figure 5 and the predict overlay): anterior up, the patient's right (RAS+ x growing) on
+    the viewer's left.
+    """
     ax.imshow(image.T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower", interpolation="nearest")
     for layer, colour in layers:
+        layer = np.asarray(layer, dtype=bool)
+        if not layer.any():
+            continue
         rgba = np.zeros((*layer.T.shape, 4))
-        rgba[layer.T] = matplotlib.colors.to_rgba(colour, alpha=0.85)
+        rgba[layer.T] = matplotlib.colors.to_rgba(colour, alpha=alpha)
         ax.imshow(rgba, origin="lower", interpolation="nearest")
+        if outline:
+            ax.contour(layer.T.astype(float), levels=[0.5], colors=colour, linewidths=0.8, origin="lower")
+    ax.invert_xaxis()
+    if mark_sides:
+        for text, x in (("R", 0.03), ("L", 0.97)):
+            ax.text(x, 0.5, text, transform=ax.transAxes, color="yellow", fontsize="small", ha="center", va="center")
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -263,9 +302,10 @@ def plot_example_slices(examples: Sequence[ExampleSlice], *, panel_size: float =
 
     Notes
     -----
-    Axial slices ``volume[:, :, k]`` in the canonical RAS+ orientation, drawn anterior up
-    with the patient's right on the viewer's right (neurological convention), cropped to
-    the brain. Masks are compared on the subject's grid at the original resolution, as
+    Axial slices ``volume[:, :, k]`` in the canonical RAS+ orientation, drawn as
+    :func:`draw_axial_slice` does (radiological convention: the patient's right on the
+    viewer's left, marked R and L in the first panel), cropped to the bounding box of the
+    brain mask plus 4 pixels. Masks are compared on the subject's grid at the original resolution, as
     the evaluation scores them.
     """
     if not examples:
@@ -277,13 +317,18 @@ def plot_example_slices(examples: Sequence[ExampleSlice], *, panel_size: float =
                 f"example {example.subject} slice {example.slice_index}: predictions {list(example.predictions)}, "
                 f"expected {keys} as in the first example"
             )
-        shapes = {np.shape(example.flair), np.shape(example.mask), *(np.shape(p) for p in example.predictions.values())}
+        shapes = {
+            np.shape(example.flair),
+            np.shape(example.brain),
+            np.shape(example.mask),
+            *(np.shape(p) for p in example.predictions.values()),
+        }
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError(
                 f"example {example.subject} slice {example.slice_index}: expected 2D arrays of one shape, got {shapes}"
             )
     n_rows, n_cols = len(examples), 2 + len(keys)
-    boxes = [_brain_box(np.asarray(e.flair)) for e in examples]
+    boxes = [brain_box(e.brain) for e in examples]
     aspect = np.mean([(b[1].stop or e.flair.shape[1]) - (b[1].start or 0) for b, e in zip(boxes, examples)]) / np.mean(
         [(b[0].stop or e.flair.shape[0]) - (b[0].start or 0) for b, e in zip(boxes, examples)]
     )
@@ -297,12 +342,12 @@ def plot_example_slices(examples: Sequence[ExampleSlice], *, panel_size: float =
     for row, (example, box) in enumerate(zip(examples, boxes)):
         flair = np.asarray(example.flair, dtype=np.float64)[box]
         truth = np.asarray(example.mask)[box] > 0
-        _overlay(axes[row, 0], flair, [])
-        _overlay(axes[row, 1], flair, [(truth, _GROUND_TRUTH)])
+        draw_axial_slice(axes[row, 0], flair, [], mark_sides=row == 0)
+        draw_axial_slice(axes[row, 1], flair, [(truth, _GROUND_TRUTH)])
         axes[row, 0].set_ylabel(f"{example.subject}\nslice {example.slice_index}", fontsize="small")
         for col, key in enumerate(keys, start=2):
             predicted = np.asarray(example.predictions[key])[box] > 0
-            _overlay(
+            draw_axial_slice(
                 axes[row, col],
                 flair,
                 [
@@ -323,7 +368,7 @@ def plot_example_slices(examples: Sequence[ExampleSlice], *, panel_size: float =
                 bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "linewidth": 0},
             )
     titles = ["FLAIR", "Ground truth"] + [
-        f"{_MODEL_LABELS.get(model, model)}\n{_INPUT_LABELS.get(input_name, input_name)}" for model, input_name in keys
+        f"{MODEL_LABELS.get(model, model)}\n{INPUT_LABELS.get(input_name, input_name)}" for model, input_name in keys
     ]
     for col, title in enumerate(titles):
         axes[0, col].set_title(title, fontsize="small")
@@ -353,7 +398,7 @@ def plot_validation_curves(
     ----------
     histories : DataFrame
         One row per epoch of every training run with ``model``, ``input``, ``fold``,
-        ``epoch`` and ``score`` (``radfusion.stats.read_histories``).
+        ``epoch`` and ``score`` (``radfusion.stats.tables.read_histories``).
     models, inputs : sequence of str, optional
         Panel order and line order; default those present, sorted.
     score : str
@@ -365,7 +410,7 @@ def plot_validation_curves(
         Thin lines: single folds; bold line: the mean over folds at each epoch. The legend
         gives each input's SDD (Equations 4-5) as mean ± population SD over folds.
     """
-    from radfusion.stats import sdd_per_run
+    from radfusion.stats.tables import sdd_per_run
 
     missing = [c for c in ("model", "input", "fold", "epoch", score) if c not in histories.columns]
     if missing:
@@ -391,13 +436,13 @@ def plot_validation_curves(
                 run = run.sort_values("epoch")
                 ax.plot(run["epoch"], run[score], color=colour, linewidth=0.8, alpha=0.35)
             mean = curves.groupby("epoch")[score].mean()
-            label = f"{_INPUT_LABELS.get(input_name, input_name)}: mean of {curves['fold'].nunique()} folds"
+            label = f"{INPUT_LABELS.get(input_name, input_name)}: mean of {curves['fold'].nunique()} folds"
             if runs is not None:
                 sdd = runs[(runs["model"] == model) & (runs["input"] == input_name)]["sdd"].to_numpy()
                 label += f"\nSDD {sdd.mean():.3f} ± {sdd.std():.3f}"
             ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.4, label=label)
         ax.plot([], [], color="grey", linewidth=0.8, alpha=0.6, label="single folds (thin)")
-        ax.set_title(_MODEL_LABELS.get(model, model))
+        ax.set_title(MODEL_LABELS.get(model, model))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         # below the panel: jagged curves leave no reliably empty corner inside it
@@ -416,3 +461,71 @@ def save_figure(figure: Figure, png_path, vector_path=None, *, dpi: int = 150) -
             with atomic_output(path) as tmp:
                 figure.savefig(tmp, **kwargs)
     plt.close(figure)
+
+
+# --- the predict overlay ---------------------------------------------------------------------
+
+
+def plot_lesion_overlay(
+    flair: np.ndarray,
+    mask: np.ndarray,
+    brain: np.ndarray,
+    *,
+    n_slices: int = 4,
+    title: str | None = None,
+    panel_size: float = 2.6,
+) -> Figure:
+    """The axial slices with the most predicted lesion: FLAIR grey, lesions tinted and outlined.
+
+    Parameters
+    ----------
+    flair : ndarray, shape (X, Y, Z)
+        FLAIR in the canonical RAS+ orientation (normalized to [0, 1]).
+    mask : ndarray, shape (X, Y, Z)
+        Predicted lesion mask on the same grid.
+    brain : ndarray, shape (X, Y, Z)
+        Brain mask on the same grid (:func:`radfusion.normalize.brain_mask` of the FLAIR as
+        imported); each panel is cropped to it (:func:`brain_box`).
+    n_slices : int
+        Number of slices shown: those with the most lesion voxels, in order from inferior to
+        superior. Without any lesion, the slice with the most brain.
+    title : str, optional
+        Figure title.
+    panel_size : float
+        Width of one panel in inches.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+
+    Notes
+    -----
+    Drawn by :func:`draw_axial_slice`, as Figure 1: radiological convention, R and L marked.
+    """
+    flair = np.asarray(flair, dtype=np.float64)
+    mask = np.asarray(mask) != 0
+    brain = np.asarray(brain) != 0
+    if flair.ndim != 3 or mask.shape != flair.shape or brain.shape != flair.shape:
+        raise ValueError(
+            f"expected 3D FLAIR, mask and brain mask of one shape, got {flair.shape}, {mask.shape} and {brain.shape}"
+        )
+    if n_slices < 1:
+        raise ValueError(f"expected n_slices >= 1, got {n_slices}")
+    per_slice = mask.sum(axis=(0, 1))
+    if per_slice.any():
+        ranked = np.argsort(-per_slice, kind="stable")
+        chosen = np.sort([k for k in ranked[:n_slices] if per_slice[k] > 0])
+    else:
+        chosen = np.array([int(np.argmax(brain.sum(axis=(0, 1))))])
+    # at least two panels wide, so that a title of two short lines fits above a single slice
+    width = panel_size * max(len(chosen), 2)
+    fig, axes = plt.subplots(1, len(chosen), figsize=(width, panel_size * 1.35), squeeze=False, layout="constrained")
+    for ax, k in zip(axes[0], chosen):
+        box = brain_box(brain[:, :, k])
+        draw_axial_slice(
+            ax, flair[:, :, k][box], [(mask[:, :, k][box], "#ff3b30")], alpha=0.35, outline=True, mark_sides=True
+        )
+        ax.set_title(f"slice {k}: {int(per_slice[k])} lesion voxels", fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig

@@ -25,6 +25,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from radfusion.protocol import ID_PATTERN
+
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -329,9 +331,6 @@ def check_sample_sheet(samples: pd.DataFrame, *, n_folds: int, sheet: str = "sam
     if len(samples) < n_folds:
         raise InputError(f"{sheet}: {len(samples)} subject(s) is fewer than the {n_folds} folds; need at least one per fold")
     return samples
-
-
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
 def check_id_table(table: pd.DataFrame, *, id_column: str, columns, sheet: str) -> pd.DataFrame:

@@ -3,9 +3,10 @@
 A new FLAIR (NIfTI file or DICOM folder) goes through the steps of training: import (canonical
 RAS+ orientation, checks), percentile normalization, CR and RE maps (only when the model uses
 them), per-slice min-max scaling, bilinear resize to the model's size. Every axial brain slice
-(any nonzero FLAIR voxel) is predicted by each fold model of one (model, input) pair; the fold
-models' sigmoid probabilities are averaged, thresholded at the model's size and the mask resized
-back with nearest neighbour, as the evaluation does (SPEC stage 8). The mask is written on the
+(any voxel of the brain mask: the FLAIR's nonzero voxels) is predicted by each fold model of one
+(model, input) pair; the fold models' sigmoid probabilities are averaged, thresholded at the
+model's size and the mask resized back with nearest neighbour, as the evaluation does (SPEC
+stage 8); voxels outside the brain mask are never lesion. The mask is written on the
 input's own grid and affine; lesions are the mask's 3D connected components.
 
 Outputs of :func:`predict_patient` in the output folder (names in ``OUTPUT_FILES``):
@@ -43,6 +44,8 @@ from radfusion.io import (
     sidecar_path,
 )
 
+from radfusion.protocol import INPUT_NAMES, MODEL_NAMES
+
 log = logging.getLogger(__name__)
 
 OUTPUT_FILES = {
@@ -56,9 +59,9 @@ SUMMARY_COLUMNS = (
     "lesion_voxels", "voxel_volume_ml", "voxel_size_x_mm", "voxel_size_y_mm", "voxel_size_z_mm",
     "brain_slices",
 )
+# What the fold models of one run must share, read from their files (radfusion.train.save_model).
+PREDICTION_SETTINGS = ("model_name", "input_name", "channels", "image_size", "preprocessing")
 LESION_COLUMNS = ("lesion", "voxels", "volume_ml", "centroid_i", "centroid_j", "centroid_k", "x_mm", "y_mm", "z_mm")
-MODEL_ORDER = ("resnext_unet", "attention_unet")
-INPUT_ORDER = ("mri", "mri_radiomics")
 # The study's images are about 1 mm isotropic (demo cohort 0.8-1.0 mm, the paper's cohort alike).
 # Thicker slices or strongly anisotropic axial pixels change how lesions look in a 2D slice.
 MAX_SLICE_THICKNESS_MM = 3.0
@@ -80,44 +83,44 @@ def cross_validated_dice(eval_dir: str | os.PathLike) -> pd.DataFrame:
     -------
     runs : DataFrame
         One row per (model, input) with columns ``model``, ``input``, ``folds`` (number of
-        folds found), ``subjects`` and ``cv_dice``, sorted by ``cv_dice`` descending (ties:
-        the project's model and input order).
+        folds with subjects), ``subjects`` and ``cv_dice``, sorted by ``cv_dice`` descending
+        (ties: the project's model and input order).
 
     Notes
     -----
-    ``cv_dice`` is the mean over folds of each fold's mean test-subject Dice: the "mean" of the
-    study's Tables 1 and 3, so the pair chosen is the one those tables rank first.
+    ``cv_dice`` is the mean over folds of each fold's mean test-subject Dice
+    (:func:`radfusion.stats.tables.fold_means`): the "mean" of the study's Tables 1 and 3, so
+    the pair chosen is the one those tables rank first.
     """
+    from radfusion.stats.tables import fold_means, read_metric_tables
+
     eval_dir = Path(eval_dir)
     rows = []
     for run in sorted(p for p in eval_dir.glob("*/*") if p.is_dir()):
-        fold_tables = sorted(run.glob("fold*/subjects.tsv"))
-        fold_tables = [p for p in fold_tables if re.fullmatch(r"fold\d+", p.parent.name)]
-        if not fold_tables:
+        tables = [p for p in sorted(run.glob("fold*/subjects.tsv")) if re.fullmatch(r"fold\d+", p.parent.name)]
+        if not tables:
             continue
-        fold_means, n_subjects = [], 0
-        for table_path in fold_tables:
-            try:
-                table = pd.read_csv(table_path, sep="\t")
-            except (OSError, ValueError, pd.errors.ParserError) as err:
-                raise InputError(f"file '{table_path}': cannot be read as an evaluation table ({err})") from err
-            if "dice" not in table.columns:
-                raise InputError(f"file '{table_path}': expected a 'dice' column, got columns {list(table.columns)}")
-            if len(table):
-                fold_means.append(float(table["dice"].mean()))
-                n_subjects += len(table)
-        if fold_means:
-            rows.append(
-                {
-                    "model": run.parent.name,
-                    "input": run.name,
-                    "folds": len(fold_means),
-                    "subjects": n_subjects,
-                    "cv_dice": float(np.mean(fold_means)),
-                }
+        try:  # the fold is the folder's (fold{k}/subjects.tsv)
+            subjects = pd.concat(
+                [read_metric_tables([t], required=("subject", "dice")).assign(fold=int(t.parent.name[4:])) for t in tables]
             )
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            raise InputError(f"evaluation table under '{run}': {err}") from err
+        subjects = subjects.dropna(subset=["dice"])
+        if subjects.empty:
+            continue
+        means = fold_means(subjects, metric="dice")
+        rows.append(
+            {
+                "model": run.parent.name,
+                "input": run.name,
+                "folds": len(means),
+                "subjects": len(subjects),
+                "cv_dice": float(means.mean()),
+            }
+        )
     runs = pd.DataFrame(rows, columns=["model", "input", "folds", "subjects", "cv_dice"])
-    order = {name: i for i, name in enumerate(MODEL_ORDER + INPUT_ORDER)}
+    order = {name: i for i, name in enumerate(MODEL_NAMES + INPUT_NAMES)}
     runs["_model_order"] = runs["model"].map(lambda m: order.get(m, len(order)))
     runs["_input_order"] = runs["input"].map(lambda i: order.get(i, len(order)))
     runs = runs.sort_values(["cv_dice", "_model_order", "_input_order"], ascending=[False, True, True], kind="stable")
@@ -243,12 +246,15 @@ def canonical_to_original(data: np.ndarray, original_affine: np.ndarray) -> np.n
 # --- prediction --------------------------------------------------------------------------------
 
 
-def brain_slice_indices(flair: np.ndarray) -> np.ndarray:
-    """Axial indices ``k`` of the slices ``flair[:, :, k]`` holding at least one nonzero voxel."""
-    flair = np.asarray(flair)
-    if flair.ndim != 3:
-        raise ValueError(f"expected a 3D volume, got shape {flair.shape}")
-    return np.flatnonzero(np.any(flair != 0, axis=(0, 1))).astype(int)
+def brain_slice_indices(brain: np.ndarray) -> np.ndarray:
+    """Axial indices ``k`` of the slices ``brain[:, :, k]`` holding at least one brain voxel.
+
+    ``brain`` is the brain mask (:func:`radfusion.normalize.brain_mask` of the imported FLAIR).
+    """
+    brain = np.asarray(brain)
+    if brain.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {brain.shape}")
+    return np.flatnonzero(np.any(brain != 0, axis=(0, 1))).astype(int)
 
 
 def slice_stack(volumes: Sequence[np.ndarray], slice_index: Sequence[int]) -> np.ndarray:
@@ -280,61 +286,6 @@ def slice_stack(volumes: Sequence[np.ndarray], slice_index: Sequence[int]) -> np
         for i, k in enumerate(slice_index):
             images[i, c] = minmax_scale(np.asarray(volume)[:, :, k])
     return images
-
-
-def ensemble_slice_masks(
-    models: Sequence,
-    images: np.ndarray,
-    *,
-    image_size: int,
-    threshold: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Average several models' probabilities on slices and threshold them at the original size.
-
-    Parameters
-    ----------
-    models : sequence of torch.nn.Module
-        The fold models (logits out), already on their device.
-    images : ndarray, shape (n, C, H0, W0)
-        The models' input channels, per-slice min-max scaled.
-    image_size : int
-        The models' input size.
-    threshold : float
-        On the averaged sigmoid probability (``p > threshold`` is lesion, as in the evaluation).
-
-    Returns
-    -------
-    masks : ndarray of uint8, shape (n, H0, W0)
-    probabilities : ndarray of float32, shape (n, image_size, image_size)
-        The fold average at the models' size.
-
-    Notes
-    -----
-    Bilinear resize to ``image_size``, each model's sigmoid, the mean over models, the threshold
-    at the models' size, then nearest-neighbour resize back to (H0, W0): the evaluation's
-    pipeline (:func:`radfusion.evaluate.predict_slice_masks`) with the fold average inserted,
-    so the cross-validated Dice describes this procedure up to the ensembling.
-    """
-    import torch
-
-    from radfusion.evaluate import predict_probabilities
-    from radfusion.slices import resize_images, resize_masks
-
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4:
-        raise ValueError(f"expected images (n, C, H, W), got shape {images.shape}")
-    if not models:
-        raise ValueError("expected at least one model, got none")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"expected a threshold in (0, 1), got {threshold}")
-    height, width = images.shape[-2:]
-    x = resize_images(torch.from_numpy(np.ascontiguousarray(images)), image_size)
-    total = torch.zeros((images.shape[0], 1, image_size, image_size))
-    for model in models:
-        total += predict_probabilities(model, x)
-    mean = total / len(models)
-    masks = resize_masks((mean > threshold).float(), (height, width))[:, 0].numpy().astype(np.uint8)
-    return masks, mean[:, 0].numpy()
 
 
 def predict_lesion_mask(
@@ -383,11 +334,13 @@ def predict_lesion_mask(
     Notes
     -----
     SPEC stages 2, 3, 5 and 8 applied to every axial brain slice (:func:`brain_slice_indices`),
-    not only to lesion slices as in the evaluation. Voxels where the FLAIR is 0 (background of a
+    not only to lesion slices as in the evaluation. Voxels outside the brain mask
+    (:func:`radfusion.normalize.brain_mask`: where the FLAIR is 0, the background of a
     skull-stripped image) are never lesion: the nearest-neighbour upsampling of a mask from the
     model's size can otherwise spill a pixel over the brain's edge.
     """
-    from radfusion.normalize import normalize_intensity, quantize_8bit
+    from radfusion.evaluate import predict_slice_masks
+    from radfusion.normalize import brain_mask, normalize_intensity, quantize_8bit
     from radfusion.radiomics import radiomics_volume
 
     flair = np.asarray(flair)
@@ -402,16 +355,17 @@ def predict_lesion_mask(
             quantize_8bit(normalized), cr=dict(cr or {}), re=dict(re or {}), threads=threads
         )
         log.info("CR and RE maps of %d slices in %.1f s", flair.shape[2], time.perf_counter() - started)
-    index = brain_slice_indices(flair)
+    brain = brain_mask(flair)
+    index = brain_slice_indices(brain)
     mask = np.zeros(flair.shape, dtype=np.uint8)
     if index.size:
         images = slice_stack([volumes[c] for c in channels], index)
         started = time.perf_counter()
-        slice_masks, _ = ensemble_slice_masks(models, images, image_size=image_size, threshold=threshold)
+        slice_masks = predict_slice_masks(models, images, image_size=image_size, threshold=threshold)
         seconds = time.perf_counter() - started
         log.info("%d brain slices predicted by %d fold models in %.1f s", index.size, len(models), seconds)
         mask[:, :, index] = np.moveaxis(slice_masks, 0, 2)
-    mask[flair == 0] = 0
+    mask[~brain] = 0
     return mask, normalized
 
 
@@ -484,87 +438,6 @@ def lesion_table(mask: np.ndarray, affine: np.ndarray, *, connectivity: int = 26
     return table
 
 
-# --- overlay -----------------------------------------------------------------------------------
-
-
-def plot_lesion_overlay(
-    flair: np.ndarray,
-    mask: np.ndarray,
-    *,
-    n_slices: int = 4,
-    title: str | None = None,
-    panel_size: float = 2.6,
-):
-    """The axial slices with the most predicted lesion: FLAIR grey, lesions tinted and outlined.
-
-    Parameters
-    ----------
-    flair : ndarray, shape (X, Y, Z)
-        FLAIR in the canonical RAS+ orientation (normalized to [0, 1]).
-    mask : ndarray, shape (X, Y, Z)
-        Predicted lesion mask on the same grid.
-    n_slices : int
-        Number of slices shown: those with the most lesion voxels, in order
-        from inferior to superior. Without any lesion, the slice with the most brain.
-    title : str, optional
-        Figure title.
-    panel_size : float
-        Width of one panel in inches.
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-
-    Notes
-    -----
-    Radiological convention, as on clinical viewers: anterior up, the patient's right on the
-    viewer's left (marked R and L). Each panel is cropped to the brain.
-    """
-    import matplotlib
-
-    import radfusion.figures  # noqa: F401  (selects matplotlib's Agg backend before pyplot)
-    import matplotlib.pyplot as plt
-
-    flair = np.asarray(flair, dtype=np.float64)
-    mask = np.asarray(mask) != 0
-    if flair.ndim != 3 or mask.shape != flair.shape:
-        raise ValueError(f"expected 3D FLAIR and mask of one shape, got {flair.shape} and {mask.shape}")
-    if n_slices < 1:
-        raise ValueError(f"expected n_slices >= 1, got {n_slices}")
-    per_slice = mask.sum(axis=(0, 1))
-    if per_slice.any():
-        ranked = np.argsort(-per_slice, kind="stable")
-        chosen = np.sort([k for k in ranked[:n_slices] if per_slice[k] > 0])
-    else:
-        chosen = np.array([int(np.argmax((flair > 0).sum(axis=(0, 1))))])
-    # at least two panels wide, so that a title of two short lines fits above a single slice
-    width = panel_size * max(len(chosen), 2)
-    fig, axes = plt.subplots(1, len(chosen), figsize=(width, panel_size * 1.35), squeeze=False, layout="constrained")
-    tint = matplotlib.colors.to_rgba("#ff3b30", alpha=0.35)
-    for ax, k in zip(axes[0], chosen):
-        image, lesion = flair[:, :, k], mask[:, :, k]
-        inside = np.nonzero(image > 0.02)
-        if inside[0].size:
-            x0, x1 = max(inside[0].min() - 3, 0), min(inside[0].max() + 4, image.shape[0])
-            y0, y1 = max(inside[1].min() - 3, 0), min(inside[1].max() + 4, image.shape[1])
-            image, lesion = image[x0:x1, y0:y1], lesion[x0:x1, y0:y1]
-        ax.imshow(image.T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower", interpolation="nearest")
-        if lesion.any():
-            rgba = np.zeros((*lesion.T.shape, 4))
-            rgba[lesion.T] = tint
-            ax.imshow(rgba, origin="lower", interpolation="nearest")
-            ax.contour(lesion.T.astype(float), levels=[0.5], colors="#ff3b30", linewidths=0.8, origin="lower")
-        ax.invert_xaxis()  # RAS+ x grows to the patient's right: show it on the viewer's left
-        for text, x in (("R", 0.03), ("L", 0.97)):
-            ax.text(x, 0.5, text, transform=ax.transAxes, color="yellow", fontsize="small", ha="center", va="center")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"slice {k}: {int(per_slice[k])} lesion voxels", fontsize="small")
-    if title:
-        fig.suptitle(title, fontsize="medium")
-    return fig
-
-
 # --- the whole prediction ----------------------------------------------------------------------
 
 
@@ -617,6 +490,56 @@ def acquisition_warnings(voxel_sizes: Sequence[float]) -> list[str]:
     return messages
 
 
+def load_fold_models(model_paths: Sequence[str | os.PathLike], *, device=None) -> tuple[list, dict]:
+    """Load the fold models of one run and the settings they were trained with.
+
+    Parameters
+    ----------
+    model_paths : sequence of path-like
+        ``model.pt`` files of :func:`radfusion.train.save_model`.
+    device : optional
+        ``None``: CUDA when present, else the CPU.
+
+    Returns
+    -------
+    models : list of nn.Module
+        In evaluation mode, on ``device``.
+    settings : dict
+        What every file records alike: ``model_name``, ``input_name``, ``channels``,
+        ``image_size`` and ``preprocessing`` (normalization percentiles, ``cr``, ``re``,
+        ``threshold``).
+
+    Raises
+    ------
+    InputError
+        A file that is not a trained model, one that does not record its preprocessing, or
+        fold models whose settings disagree (naming the setting and each file's value).
+    """
+    from radfusion.train import load_trained_model
+
+    if not model_paths:
+        raise InputError("expected at least one fold model, got none")
+    models, settings = [], []
+    for path in model_paths:
+        try:
+            model, info = load_trained_model(path, device=device)
+        except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            raise InputError(f"file '{path}': cannot be loaded as a trained model ({err})") from err
+        if not info.get("preprocessing"):
+            raise InputError(
+                f"file '{path}': records no preprocessing (normalization, CR/RE, threshold); "
+                "use models trained by the workflow"
+            )
+        models.append(model)
+        settings.append({key: info[key] for key in PREDICTION_SETTINGS})
+    for key in PREDICTION_SETTINGS:
+        values = [setting[key] for setting in settings]
+        if any(value != values[0] for value in values[1:]):
+            listing = "; ".join(f"{path}: {value}" for path, value in zip(model_paths, values))
+            raise InputError(f"fold models differ in {key} ({listing}); give the folds of one training run")
+    return models, settings[0]
+
+
 def predict_patient(
     flair_source: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -624,12 +547,7 @@ def predict_patient(
     model_paths: Sequence[str | os.PathLike],
     patient: str | None = None,
     cv_dice: float = float("nan"),
-    threshold: float = 0.5,
-    lower_percentile: float = 0.5,
-    upper_percentile: float = 99.5,
-    cr: Mapping | None = None,
-    re: Mapping | None = None,
-    connectivity: int = 26,
+    threshold: float | None = None,
     device=None,
     threads: int = 1,
     n_overlay_slices: int = 4,
@@ -646,18 +564,20 @@ def predict_patient(
         image the mask lies on).
     model_paths : sequence of path-like
         The fold models (``model.pt``) of one (model, input), e.g. :func:`fold_model_paths`.
+        Normalization, CR/RE parameters, channels, image size and threshold come from them
+        (:func:`load_fold_models`), so prediction repeats the training run's preprocessing.
     patient : str, optional
         Named in errors and the summary (default: the output folder's name).
     cv_dice : float
         The pair's cross-validated Dice, copied into the summary.
-    threshold, lower_percentile, upper_percentile, cr, re, threads
-        See :func:`predict_lesion_mask`; must match the training run's config.
-    connectivity : {26, 18, 6}
-        Of the lesion components (:func:`lesion_table`).
+    threshold : float, optional
+        Overrides the models' threshold on the fold-averaged probability.
     device : optional
         ``None``: CUDA when present, else the CPU.
+    threads : int
+        Threads of the radiomics.
     n_overlay_slices : int
-        Slices in the overlay (:func:`plot_lesion_overlay`).
+        Slices in the overlay (:func:`radfusion.figures.plot_lesion_overlay`).
 
     Returns
     -------
@@ -673,109 +593,123 @@ def predict_patient(
     :class:`~radfusion.io.InputError` naming the file; outputs are written only after every
     step has succeeded, each atomically.
     """
-    from radfusion.figures import save_figure
-    from radfusion.train import load_trained_model, resolve_device
+    from radfusion.normalize import brain_mask, check_background
+    from radfusion.train import resolve_device
 
     flair_source, out_dir = Path(flair_source), Path(out_dir)
     patient = patient or out_dir.resolve().name
-    if not model_paths:
-        raise ValueError("expected at least one fold model, got none")
     device = resolve_device(device)
+    models, settings = load_fold_models(model_paths, device=device)
+    preprocessing = dict(settings["preprocessing"])
+    if threshold is not None:
+        preprocessing["threshold"] = float(threshold)
     with tempfile.TemporaryDirectory(prefix="radfusion-predict-") as tmp:
-        tmp = Path(tmp)
-        input_nifti = flair_source
-        if flair_source.is_dir():
-            input_nifti = dicom_to_nifti(flair_source, tmp / "flair.nii.gz", subject=patient)
-        try:
-            import_subject(input_nifti, None, tmp / "canonical.nii.gz", None, subject=patient)
-        except InputError as err:
-            if input_nifti != flair_source:  # name the DICOM folder, not the temporary conversion
-                raise InputError(str(err).replace(str(input_nifti), str(flair_source))) from err
-            raise
-        flair, canonical_affine = load_volume(tmp / "canonical.nii.gz")
+        input_nifti, flair, canonical_affine = _import_flair(flair_source, Path(tmp), patient)
+        brain = brain_mask(flair)
+        check_background(brain, subject=patient, path=flair_source)
         original = nib.load(str(input_nifti))
-        original_shape = tuple(int(s) for s in original.shape[:3])
-
-        models, infos = [], []
-        for path in model_paths:
-            try:
-                model, info = load_trained_model(path, device=device)
-            except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-                raise InputError(f"file '{path}': cannot be loaded as a trained model ({err})") from err
-            models.append(model)
-            infos.append(info)
-        kinds = {(i["model_name"], i["input_name"], tuple(i["channels"]), i["image_size"]) for i in infos}
-        if len(kinds) != 1:
-            listing = "; ".join(
-                f"{p}: {i['model_name']}/{i['input_name']} at {i['image_size']}" for p, i in zip(model_paths, infos)
-            )
-            raise InputError(f"fold models differ in model, input or image size ({listing}); give the folds of one run")
-        model_name, input_name, channels, image_size = kinds.pop()
         zooms = np.sqrt((canonical_affine[:3, :3] ** 2).sum(axis=0))
         for message in acquisition_warnings(zooms):
             log.warning("file '%s': %s", flair_source, message)
         log.info(
             "%s: %s/%s, %d fold models on %s, FLAIR %s at %s mm",
-            patient, model_name, input_name, len(models), device, flair.shape, np.round(zooms, 3).tolist(),
+            patient, settings["model_name"], settings["input_name"], len(models), device, flair.shape,
+            np.round(zooms, 3).tolist(),
         )
         mask, normalized = predict_lesion_mask(
             flair,
             models,
-            channels=channels,
-            image_size=image_size,
-            threshold=threshold,
-            lower_percentile=lower_percentile,
-            upper_percentile=upper_percentile,
-            cr=cr,
-            re=re,
+            channels=settings["channels"],
+            image_size=settings["image_size"],
             threads=threads,
+            **preprocessing,
         )
         original_mask = canonical_to_original(mask, original.affine)
-        if original_mask.shape != original_shape:
-            raise RuntimeError(f"mask mapped back has shape {original_mask.shape}, input has {original_shape}")
-        lesions = lesion_table(original_mask, original.affine, connectivity=connectivity)
-        unit = voxel_volume_ml(original.affine)
-        lesion_voxels = int(np.count_nonzero(original_mask))
+        if original_mask.shape != tuple(int(s) for s in original.shape[:3]):
+            raise RuntimeError(f"mask mapped back has shape {original_mask.shape}, input has {original.shape[:3]}")
+        lesions = lesion_table(original_mask, original.affine)
         summary = {
             "patient": patient,
             "flair": str(flair_source),
-            "model": model_name,
-            "input": input_name,
+            "model": settings["model_name"],
+            "input": settings["input_name"],
             "folds": len(models),
             "cv_dice": cv_dice,
-            "threshold": threshold,
+            "threshold": preprocessing["threshold"],
             "lesion_count": len(lesions),
-            "total_volume_ml": lesion_voxels * unit,
-            "lesion_voxels": lesion_voxels,
-            "voxel_volume_ml": unit,
+            "total_volume_ml": int(np.count_nonzero(original_mask)) * voxel_volume_ml(original.affine),
+            "lesion_voxels": int(np.count_nonzero(original_mask)),
+            "voxel_volume_ml": voxel_volume_ml(original.affine),
             "voxel_size_x_mm": float(zooms[0]),
             "voxel_size_y_mm": float(zooms[1]),
             "voxel_size_z_mm": float(zooms[2]),
-            "brain_slices": int(brain_slice_indices(flair).size),
+            "brain_slices": int(brain_slice_indices(brain).size),
         }
-        figure = plot_lesion_overlay(
-            normalized,
-            mask,
-            n_slices=n_overlay_slices,
-            title=(
-                f"{patient}: {len(lesions)} lesion{'s' if len(lesions) != 1 else ''}, "
-                f"{summary['total_volume_ml']:.2f} mL\n{model_name}/{input_name}, mean of {len(models)} fold models"
-            ),
+        _write_outputs(
+            out_dir, summary, lesions, original_mask, original, normalized, mask, brain,
+            n_overlay_slices=n_overlay_slices, converted=input_nifti if input_nifti != flair_source else None,
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _save_on_original_grid(original_mask, original, out_dir / OUTPUT_FILES["mask"])
-        with atomic_output(out_dir / OUTPUT_FILES["summary"]) as path:
-            pd.DataFrame([summary], columns=list(SUMMARY_COLUMNS)).to_csv(path, index=False, float_format="%.10g")
-        with atomic_output(out_dir / OUTPUT_FILES["lesions"]) as path:
-            lesions.to_csv(path, index=False, float_format="%.10g")
-        save_figure(figure, out_dir / OUTPUT_FILES["overlay"], dpi=110)
-        if input_nifti != flair_source:
-            for source, name in ((input_nifti, "flair.nii.gz"), (sidecar_path(input_nifti), "flair.json")):
-                if source.exists():
-                    with atomic_output(out_dir / name) as path:
-                        shutil.copyfile(source, path)
     log.info("%s: %d lesion(s), %.3f mL, written to %s", patient, len(lesions), summary["total_volume_ml"], out_dir)
     return summary
+
+
+def _import_flair(flair_source: Path, tmp: Path, patient: str) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The FLAIR as imported for training: NIfTI (DICOM converted), canonical, checked.
+
+    Returns the NIfTI the mask will lie on, the canonical volume and its affine.
+    """
+    input_nifti = flair_source
+    if flair_source.is_dir():
+        input_nifti = dicom_to_nifti(flair_source, tmp / "flair.nii.gz", subject=patient)
+    try:
+        import_subject(input_nifti, None, tmp / "canonical.nii.gz", None, subject=patient)
+    except InputError as err:
+        if input_nifti != flair_source:  # name the DICOM folder, not the temporary conversion
+            raise InputError(str(err).replace(str(input_nifti), str(flair_source))) from err
+        raise
+    flair, canonical_affine = load_volume(tmp / "canonical.nii.gz")
+    return input_nifti, flair, canonical_affine
+
+
+def _write_outputs(
+    out_dir: Path,
+    summary: Mapping,
+    lesions: pd.DataFrame,
+    original_mask: np.ndarray,
+    original: nib.Nifti1Image,
+    normalized: np.ndarray,
+    mask: np.ndarray,
+    brain: np.ndarray,
+    *,
+    n_overlay_slices: int,
+    converted: Path | None,
+) -> None:
+    """Write the files of ``OUTPUT_FILES`` (and a DICOM input's conversion), each atomically."""
+    from radfusion.figures import plot_lesion_overlay, save_figure
+
+    count = summary["lesion_count"]
+    figure = plot_lesion_overlay(
+        normalized,
+        mask,
+        brain,
+        n_slices=n_overlay_slices,
+        title=(
+            f"{summary['patient']}: {count} lesion{'s' if count != 1 else ''}, {summary['total_volume_ml']:.2f} mL\n"
+            f"{summary['model']}/{summary['input']}, mean of {summary['folds']} fold models"
+        ),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_on_original_grid(original_mask, original, out_dir / OUTPUT_FILES["mask"])
+    with atomic_output(out_dir / OUTPUT_FILES["summary"]) as path:
+        pd.DataFrame([summary], columns=list(SUMMARY_COLUMNS)).to_csv(path, index=False, float_format="%.10g")
+    with atomic_output(out_dir / OUTPUT_FILES["lesions"]) as path:
+        lesions.to_csv(path, index=False, float_format="%.10g")
+    save_figure(figure, out_dir / OUTPUT_FILES["overlay"], dpi=110)
+    if converted is not None:
+        for source, name in ((converted, "flair.nii.gz"), (sidecar_path(converted), "flair.json")):
+            if source.exists():
+                with atomic_output(out_dir / name) as path:
+                    shutil.copyfile(source, path)
 
 
 def read_patient_sheet(path: str | os.PathLike) -> pd.DataFrame:

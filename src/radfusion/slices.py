@@ -17,8 +17,6 @@ import numpy as np
 from radfusion.io import InputError, atomic_output
 
 CHANNELS = ("flair", "cr", "re")
-# Input name -> channels of the exported slices it uses (SPEC stage 7).
-INPUT_CHANNELS = {"mri": (0,), "mri_radiomics": (0, 1, 2)}
 
 
 def subject_seed(seed: int, subject: str) -> int:
@@ -42,7 +40,7 @@ def select_slices(
     mask : ndarray, shape (X, Y, Z)
         Lesion mask (nonzero = lesion).
     brain : ndarray of bool, shape (X, Y, Z)
-        Brain voxels (e.g. normalized FLAIR > 0).
+        Brain voxels (:func:`radfusion.normalize.brain_mask` of the imported FLAIR).
     min_lesion_voxels : int
         A slice is a lesion slice when it holds at least this many lesion voxels.
     brain_fraction : float in [0, 1]
@@ -123,6 +121,7 @@ def export_slices(
     cr: np.ndarray,
     re: np.ndarray,
     mask: np.ndarray,
+    brain: np.ndarray,
     *,
     min_lesion_voxels: int = 1,
     brain_fraction: float = 0.0,
@@ -139,8 +138,11 @@ def export_slices(
         Concentration-rate and Rényi-entropy maps on the FLAIR's grid.
     mask : ndarray, shape (X, Y, Z)
         Lesion mask in {0, 1}.
+    brain : ndarray of bool or {0, 1}, shape (X, Y, Z)
+        Brain mask (:func:`radfusion.normalize.brain_mask` of the imported FLAIR; the normalized
+        FLAIR is also 0 on dark brain voxels, so it is not the brain).
     min_lesion_voxels, brain_fraction, stride, seed
-        Slice selection, see :func:`select_slices` (brain = ``flair > 0``).
+        Slice selection, see :func:`select_slices`.
 
     Returns
     -------
@@ -154,7 +156,7 @@ def export_slices(
     SPEC stage 5. Slices keep the volume's original in-plane size; resizing to the network's
     input happens once at load time (:func:`load_slices`).
     """
-    volumes = {"flair": flair, "cr": cr, "re": re, "mask": mask}
+    volumes = {"flair": flair, "cr": cr, "re": re, "mask": mask, "brain": brain}
     shape = np.shape(flair)
     if len(shape) != 3:
         raise ValueError(f"expected 3D volumes, got FLAIR of shape {shape}")
@@ -166,9 +168,12 @@ def export_slices(
     mask = np.asarray(mask)
     if not np.isin(np.unique(mask), (0, 1)).all():
         raise ValueError(f"expected a binary mask in {{0, 1}}, got values {np.unique(mask)[:8]}")
+    brain = np.asarray(brain)
+    if brain.dtype != bool and not np.isin(np.unique(brain), (0, 1)).all():
+        raise ValueError(f"expected a binary brain mask (bool or 0/1), got values {np.unique(brain)[:8]}")
     index = select_slices(
         mask,
-        np.asarray(flair) > 0,
+        brain.astype(bool),
         min_lesion_voxels=min_lesion_voxels,
         brain_fraction=brain_fraction,
         stride=stride,
@@ -269,7 +274,7 @@ def load_slices(
     paths : sequence of path-like
         ``.npz`` files from :func:`save_slices`.
     channels : sequence of int
-        Channels to keep (``INPUT_CHANNELS["mri"] == (0,)``: FLAIR only).
+        Channels to keep (:data:`radfusion.protocol.INPUT_CHANNELS`; ``(0,)``: FLAIR only).
     image_size : int
         Side of the square the slices are resized to.
     subjects : sequence of str, optional

@@ -12,6 +12,7 @@ import functools
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -485,6 +486,132 @@ def _check_range(name: str, value, *, low: float, integer: bool = False) -> tupl
     return (int(a), int(b)) if integer else (float(a), float(b))
 
 
+class _LesionSites(NamedTuple):
+    """Candidate lesion centres: confident subject white-matter voxels and their template site."""
+
+    candidates: np.ndarray
+    """Flat indices into the subject grid."""
+    nearest: tuple[np.ndarray, ...]
+    """The nearest template voxel of each candidate, per axis."""
+    site: np.ndarray
+    """Template lesion site of each candidate (0 none, k + 1 for ``LESION_LOCATIONS[k]``)."""
+
+
+def _lesion_sites(template: Template, coords: np.ndarray, wm: np.ndarray) -> _LesionSites:
+    """Candidate centres (subject WM >= 0.6) labelled by their template site (step 2)."""
+    candidates = np.flatnonzero(wm >= 0.6)
+    where = coords.reshape(3, -1)[:, candidates]
+    nearest = tuple(np.clip(np.rint(where[d]).astype(np.intp), 0, template.shape[d] - 1) for d in range(3))
+    return _LesionSites(candidates, nearest, template.lesion_sites[nearest])
+
+
+def _place_lesions(
+    rng: np.random.Generator,
+    template: Template,
+    sites: _LesionSites,
+    wm: np.ndarray,
+    affine: np.ndarray,
+    linear: np.ndarray,
+    *,
+    n_lesions: int,
+    location_p: np.ndarray,
+    lesion_intensity: float,
+    blob_fraction: float,
+    lesion_radius_mm: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Draw and rasterize ``n_lesions`` lesions (step 3 of :func:`synthesize_subject`).
+
+    Returns the lesion partial-volume fraction, the lesion intensity per voxel (relative to
+    WM) and one dict per lesion (centre, radii, axes, kind, location, intensity).
+    """
+    shape = wm.shape
+    to_template_linear = np.linalg.inv(template.affine[:3, :3])
+    support = _white_matter_support(wm)
+    lesion_fraction = np.zeros(shape, dtype=np.float32)
+    lesion_level = np.zeros(shape, dtype=np.float32)
+    lesions = []
+    for _ in range(n_lesions):
+        location = LESION_LOCATIONS[int(rng.choice(len(LESION_LOCATIONS), p=location_p))]
+        pool = np.flatnonzero(sites.site == LESION_LOCATIONS.index(location) + 1)
+        # Prefer a centre not already inside a lesion (a few tries), so lesions rarely merge.
+        for _try in range(5):
+            pick = int(pool[rng.integers(pool.size)])
+            centre = np.array(np.unravel_index(sites.candidates[pick], shape))
+            if lesion_fraction[tuple(centre)] < 0.5:
+                break
+        radial = None
+        if location == "periventricular":
+            at = np.array([n[pick] for n in sites.nearest])
+            grad_voxel = _central_gradient(template.ventricle_distance, at)
+            # d/d(subject world) of D(template(x)) = A^T (M^-T grad_voxel); direction only.
+            radial = linear.T @ (to_template_linear.T @ grad_voxel)
+            if not np.isfinite(radial).all() or np.linalg.norm(radial) < 1e-6:
+                radial = None
+        kind = LESION_KINDS[1] if rng.random() < blob_fraction else LESION_KINDS[0]
+        lesion = _draw_lesion(rng, location, kind, radial, lesion_radius_mm)
+        box, fraction = _rasterize_lesion(rng, lesion, centre, affine, shape)
+        fraction *= support[box]
+        # A lesion is one connected focus: pieces of it that the grid or the white-matter
+        # limit cut off from its centre stay below 0.5 (partial volume), out of the mask.
+        core, _ = ndi.label(fraction >= 0.5)
+        centre_label = core[tuple(centre - [b.start for b in box])]
+        if centre_label == 0 and core.any():  # not expected: the border is capped above
+            centre_label = 1 + int(np.argmax(np.bincount(core.ravel())[1:]))
+        detached = (core > 0) & (core != centre_label)
+        fraction[detached] = np.minimum(fraction[detached], 0.45)
+        level = lesion_intensity * lesion["intensity_factor"]
+        brighter = fraction > lesion_fraction[box]
+        lesion_fraction[box] = np.where(brighter, fraction, lesion_fraction[box])
+        lesion_level[box] = np.where(brighter, level, lesion_level[box])
+        lesions.append(
+            {
+                "centre": tuple(int(c) for c in centre),
+                "radii": tuple(float(r) for r in lesion["radii"]),
+                "axes": lesion["axes"].tolist(),
+                "kind": kind,
+                "location": location,
+                "intensity": float(level),
+            }
+        )
+    return lesion_fraction, lesion_level, lesions
+
+
+def _flair_contrast(
+    rng: np.random.Generator,
+    tissues: dict[str, np.ndarray],
+    lesion_fraction: np.ndarray,
+    lesion_level: np.ndarray,
+    intensity: dict[str, float],
+    voxel_size: float,
+) -> np.ndarray:
+    """Noise-free FLAIR (white matter = 1) with lesions blended by their fraction (step 2 of the Notes)."""
+    texture = ndi.gaussian_filter(rng.standard_normal(lesion_fraction.shape, dtype=np.float32), 1.5 / voxel_size)
+    texture *= 0.03 / max(float(texture.std()), 1e-12)
+    image = tissues["gm"] * intensity["gm"] + tissues["wm"] + tissues["csf"] * intensity["csf"]
+    image = (1.0 - lesion_fraction) * image + lesion_fraction * lesion_level
+    image *= 1.0 + texture * (1.0 + 2.0 * lesion_fraction)
+    return image
+
+
+def _acquire(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    brain: np.ndarray,
+    *,
+    bias_strength: float,
+    noise_range: tuple[float, float],
+) -> np.ndarray:
+    """Bias field, Rician noise, white matter about 100, background 0 (step 4 of the Notes)."""
+    image *= _bias_field(rng, image.shape, bias_strength)  # in place, float32 as the caller made it
+    sigma = rng.uniform(*noise_range)
+    real = image + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
+    imaginary = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
+    flair = np.sqrt(real * real + imaginary * imaginary)
+    flair *= np.float32(100.0)
+    flair[~brain] = 0.0
+    return flair
+
+
 def synthesize_subject(
     template: Template,
     seed: int,
@@ -579,10 +706,10 @@ def synthesize_subject(
     if not 0.0 <= blob_fraction <= 1.0:
         raise ValueError(f"expected blob_fraction in [0, 1], got {blob_fraction!r}")
 
+    # The order of the draws from rng is part of the result: keep it when changing the steps.
     rng = np.random.default_rng(int(seed))
     voxel_size = float(rng.uniform(*voxel_size_range))
     shape, affine = _subject_grid(template, voxel_size)
-
     # 1. Warp and resample the tissue maps.
     coords, linear = _template_coordinates(
         rng,
@@ -600,95 +727,37 @@ def synthesize_subject(
         )
         for name in ("gm", "wm", "csf")
     }
-    gm, wm, csf = tissues["gm"], tissues["wm"], tissues["csf"]
-    brain = (gm + wm + csf) >= 0.5
-
-    # 2. Lesion centres: confident subject WM voxels, labelled by their template site.
-    candidates = np.flatnonzero(wm >= 0.6)
-    where = coords.reshape(3, -1)[:, candidates]
-    nearest = tuple(np.clip(np.rint(where[d]).astype(np.intp), 0, template.shape[d] - 1) for d in range(3))
-    site_of_candidate = template.lesion_sites[nearest]
-    del coords, where
-    available = np.array([(site_of_candidate == k + 1).any() for k in range(len(LESION_LOCATIONS))])
-    location_p = weights * available
+    brain = (tissues["gm"] + tissues["wm"] + tissues["csf"]) >= 0.5
+    # 2. Lesion centres and lesions.
+    sites = _lesion_sites(template, coords, tissues["wm"])
+    del coords
+    location_p = weights * np.array([(sites.site == k + 1).any() for k in range(len(LESION_LOCATIONS))])
     n_lesions = int(rng.integers(n_lesions_range[0], n_lesions_range[1] + 1))
     if n_lesions and location_p.sum() == 0:
         raise ValueError("the template offers no white-matter voxel to place a lesion in")
     if location_p.sum() > 0:
         location_p /= location_p.sum()
-
-    to_template_linear = np.linalg.inv(template.affine[:3, :3])
-
-    support = _white_matter_support(wm)
-    lesion_fraction = np.zeros(shape, dtype=np.float32)
-    lesion_level = np.zeros(shape, dtype=np.float32)
     intensity = {
         "csf": rng.uniform(0.05, 0.15),
         "gm": rng.uniform(1.1, 1.25),
         "lesion": rng.uniform(1.4, 1.65),
     }
-    lesions = []
-    for _ in range(n_lesions):
-        location = LESION_LOCATIONS[int(rng.choice(len(LESION_LOCATIONS), p=location_p))]
-        pool = np.flatnonzero(site_of_candidate == LESION_LOCATIONS.index(location) + 1)
-        # Prefer a centre not already inside a lesion (a few tries), so lesions rarely merge.
-        for _try in range(5):
-            pick = int(pool[rng.integers(pool.size)])
-            centre = np.array(np.unravel_index(candidates[pick], shape))
-            if lesion_fraction[tuple(centre)] < 0.5:
-                break
-        radial = None
-        if location == "periventricular":
-            at = np.array([n[pick] for n in nearest])
-            grad_voxel = _central_gradient(template.ventricle_distance, at)
-            # d/d(subject world) of D(template(x)) = A^T (M^-T grad_voxel); direction only.
-            radial = linear.T @ (to_template_linear.T @ grad_voxel)
-            if not np.isfinite(radial).all() or np.linalg.norm(radial) < 1e-6:
-                radial = None
-        kind = LESION_KINDS[1] if rng.random() < blob_fraction else LESION_KINDS[0]
-        lesion = _draw_lesion(rng, location, kind, radial, lesion_radius_mm)
-        box, fraction = _rasterize_lesion(rng, lesion, centre, affine, shape)
-        fraction *= support[box]
-        # A lesion is one connected focus: pieces of it that the grid or the white-matter
-        # limit cut off from its centre stay below 0.5 (partial volume), out of the mask.
-        core, _ = ndi.label(fraction >= 0.5)
-        centre_label = core[tuple(centre - [b.start for b in box])]
-        if centre_label == 0 and core.any():  # not expected: the border is capped above
-            centre_label = 1 + int(np.argmax(np.bincount(core.ravel())[1:]))
-        detached = (core > 0) & (core != centre_label)
-        fraction[detached] = np.minimum(fraction[detached], 0.45)
-        level = intensity["lesion"] * lesion["intensity_factor"]
-        brighter = fraction > lesion_fraction[box]
-        lesion_fraction[box] = np.where(brighter, fraction, lesion_fraction[box])
-        lesion_level[box] = np.where(brighter, level, lesion_level[box])
-        lesions.append(
-            {
-                "centre": tuple(int(c) for c in centre),
-                "radii": tuple(float(r) for r in lesion["radii"]),
-                "axes": lesion["axes"].tolist(),
-                "kind": kind,
-                "location": location,
-                "intensity": float(level),
-            }
-        )
-    del support
-
-    # 3. FLAIR contrast (white matter = 1), lesions blended by their partial-volume fraction.
-    texture = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 1.5 / voxel_size)
-    texture *= 0.03 / max(float(texture.std()), 1e-12)
-    image = gm * intensity["gm"] + wm + csf * intensity["csf"]
-    image = (1.0 - lesion_fraction) * image + lesion_fraction * lesion_level
-    image *= 1.0 + texture * (1.0 + 2.0 * lesion_fraction)
-    del texture
-
-    # 4. Bias field, Rician noise, skull-stripped background; white matter about 100.
-    image *= _bias_field(rng, shape, bias_strength)
-    sigma = rng.uniform(*noise_range)
-    real = image + rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
-    imaginary = rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
-    flair = np.sqrt(real * real + imaginary * imaginary)
-    flair *= np.float32(100.0)
-    flair[~brain] = 0.0
+    lesion_fraction, lesion_level, lesions = _place_lesions(
+        rng,
+        template,
+        sites,
+        tissues["wm"],
+        affine,
+        linear,
+        n_lesions=n_lesions,
+        location_p=location_p,
+        lesion_intensity=intensity["lesion"],
+        blob_fraction=blob_fraction,
+        lesion_radius_mm=lesion_radius_mm,
+    )
+    # 3. FLAIR contrast; 4. bias field, Rician noise, skull-stripped background.
+    image = _flair_contrast(rng, tissues, lesion_fraction, lesion_level, intensity, voxel_size)
+    flair = _acquire(rng, image, brain, bias_strength=bias_strength, noise_range=noise_range)
 
     return SyntheticSubject(
         flair=flair.astype(np.float32, copy=False),

@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,13 @@ import torch
 from torch import nn
 
 from radfusion.io import atomic_output
-from radfusion.slices import INPUT_CHANNELS, load_slices
+from radfusion.protocol import INPUT_CHANNELS, TrainingProtocol
+from radfusion.slices import load_slices
 
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_dice", "lr", "seconds")
-MODEL_FORMAT = "radfusion-model-1"
+MODEL_FORMAT = "radfusion-model-2"
 CHECKPOINT_FORMAT = "radfusion-checkpoint-1"
 # Batch size of the no-gradient passes (validation, evaluation); results do not depend on it.
 INFERENCE_BATCH = 32
@@ -252,6 +253,125 @@ def _restore_rng_states(states: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    batch_size: int,
+    hflip: float,
+    generator: torch.Generator,
+    autocast: bool,
+) -> tuple[float, float]:
+    """One pass over the training slices in shuffled batches, each sample flipped with ``hflip``.
+
+    Returns
+    -------
+    train_loss : float
+        Mean loss over the epoch's samples.
+    lr : float
+        The learning rate of the epoch's last optimizer step.
+
+    Notes
+    -----
+    The order and the flips are drawn from ``generator`` (order first, then one flip per
+    sample), so a resumed run draws what an uninterrupted one would. The loss runs in float32
+    even under autocast (Dice sums are precision-sensitive).
+    """
+    device = images.device
+    batches = epoch_batches(images.shape[0], batch_size, generator)
+    flips = torch.rand(images.shape[0], generator=generator) < hflip
+    loss_sum, seen, lr = 0.0, 0, float("nan")
+    for batch in batches:
+        x, y = flip_left_right(images[batch.to(device)], masks[batch.to(device)], flips[batch].to(device))
+        x = x.contiguous(memory_format=torch.channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, enabled=autocast):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()}")
+        scaler.scale(loss).backward()
+        lr = float(optimizer.param_groups[0]["lr"])  # the rate this step uses
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step_iteration()
+        loss_sum += float(loss.detach()) * batch.numel()
+        seen += batch.numel()
+    scheduler.step_epoch()
+    return loss_sum / seen, lr
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    settings: Mapping,
+    state: Mapping,
+    generator: torch.Generator,
+    history: list[dict],
+    *,
+    device: torch.device,
+    precision: str,
+) -> None:
+    """Write the epoch checkpoint atomically.
+
+    ``state`` maps ``model``, ``optimizer``, ``scheduler`` and ``scaler`` to the objects whose
+    ``state_dict()`` is saved; with them go the generator states, the history, the ``settings``
+    that identify the run and the ``device`` type and ``precision`` it was made with.
+    """
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "settings": dict(settings),
+        "epoch": len(history),
+        "device": device.type,
+        "precision": precision,
+        **{name: obj.state_dict() for name, obj in state.items()},
+        "rng": _rng_states(generator),
+        "history": history,
+    }
+    with atomic_output(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def resume_checkpoint(
+    path: str | os.PathLike | None,
+    settings: Mapping,
+    state: Mapping,
+    generator: torch.Generator,
+    *,
+    device: torch.device,
+    precision: str,
+) -> list[dict]:
+    """Load a checkpoint of :func:`save_checkpoint` into ``state`` and return its history.
+
+    Returns an empty history (training starts over) when there is no checkpoint or it was made
+    with other ``settings`` (with a warning). A checkpoint made on another device or precision
+    resumes on this one (see :func:`restore_grad_scaler`).
+    """
+    if path is None or not Path(path).exists():
+        return []
+    # On the CPU: generator states must be CPU tensors; load_state_dict moves the rest.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("settings") != dict(settings):
+        log.warning("checkpoint %s was made with other settings; training starts over", path)
+        return []
+    for name, obj in state.items():
+        if name == "scaler":
+            restore_grad_scaler(obj, checkpoint["scaler"])
+        else:
+            obj.load_state_dict(checkpoint[name])
+    _restore_rng_states(checkpoint["rng"], generator)
+    log.info(
+        "resuming from %s after epoch %d (written on %s in %s; continuing on %s in %s)",
+        path, checkpoint["epoch"], checkpoint.get("device", "?"), checkpoint.get("precision", "?"),
+        device.type, precision,
+    )
+    return list(checkpoint["history"])
+
+
 def train_epochs(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -329,7 +449,6 @@ def train_epochs(
         raise ValueError(f"expected hflip in [0, 1], got {hflip}")
     settings = dict(settings or {})
     precision = autocast_precision(device, mixed_precision)
-    autocast = precision != "float32"
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16")
     generator = torch.Generator().manual_seed(seed)
     # channels_last: 15-25 % faster convolutions on CPU (oneDNN) and tensor cores alike.
@@ -337,85 +456,25 @@ def train_epochs(
     train_images, train_masks = train_images.to(device), train_masks.to(device)
     val_images, val_masks = val_images.to(device), val_masks.to(device)
 
-    history: list[dict] = []
-    start_epoch = 1
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        # On the CPU: generator states must be CPU tensors; load_state_dict moves the rest.
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("settings") != settings:
-            log.warning("checkpoint %s was made with other settings; training starts over", checkpoint_path)
-        else:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            restore_grad_scaler(scaler, checkpoint["scaler"])
-            _restore_rng_states(checkpoint["rng"], generator)
-            history = list(checkpoint["history"])
-            start_epoch = checkpoint["epoch"] + 1
-            log.info(
-                "resuming from %s after epoch %d (written on %s in %s; continuing on %s in %s)",
-                checkpoint_path, checkpoint["epoch"], checkpoint.get("device", "?"),
-                checkpoint.get("precision", "?"), device.type, precision,
-            )
-
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    history = resume_checkpoint(checkpoint_path, settings, state, generator, device=device, precision=precision)
     model.train()
-    for epoch in range(start_epoch, epochs + 1):
+    for epoch in range(len(history) + 1, epochs + 1):
         started = time.perf_counter()
-        batches = epoch_batches(train_images.shape[0], batch_size, generator)
-        flips = torch.rand(train_images.shape[0], generator=generator) < hflip
-        loss_sum, seen = 0.0, 0
-        for batch in batches:
-            x = train_images[batch.to(device)]
-            y = train_masks[batch.to(device)]
-            x, y = flip_left_right(x, y, flips[batch].to(device))
-            x = x.contiguous(memory_format=torch.channels_last)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, enabled=autocast):
-                logits = model(x)
-            # The loss runs in float32 even under autocast (Dice sums are precision-sensitive).
-            loss = loss_fn(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}")
-            scaler.scale(loss).backward()
-            lr = float(optimizer.param_groups[0]["lr"])  # the rate this step uses
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step_iteration()
-            loss_sum += float(loss.detach()) * batch.numel()
-            seen += batch.numel()
-        scheduler.step_epoch()
-        val_dice = pooled_dice(model, val_images, val_masks, threshold=threshold, autocast=autocast)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": loss_sum / seen,
-                "val_dice": val_dice,
-                "lr": lr,
-                "seconds": time.perf_counter() - started,
-            }
+        train_loss, lr = train_one_epoch(
+            model, optimizer, scheduler, scaler, loss_fn, train_images, train_masks,
+            batch_size=batch_size, hflip=hflip, generator=generator, autocast=precision != "float32",
         )
-        row = history[-1]
+        val_dice = pooled_dice(model, val_images, val_masks, threshold=threshold, autocast=precision != "float32")
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_dice": val_dice, "lr": lr, "seconds": time.perf_counter() - started}
+        )
         log.info(
             "epoch %d/%d: train loss %.5f, validation Dice %.4f, lr %.3g, %.1f s",
-            epoch, epochs, row["train_loss"], row["val_dice"], row["lr"], row["seconds"],
+            epoch, epochs, train_loss, val_dice, lr, history[-1]["seconds"],
         )
         if checkpoint_path is not None:
-            checkpoint = {
-                "format": CHECKPOINT_FORMAT,
-                "settings": settings,
-                "epoch": epoch,
-                "device": device.type,
-                "precision": precision,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_states(generator),
-                "history": history,
-            }
-            with atomic_output(checkpoint_path) as tmp:
-                torch.save(checkpoint, tmp)
+            save_checkpoint(checkpoint_path, settings, state, generator, history, device=device, precision=precision)
     model.eval()
     return pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
 
@@ -477,23 +536,11 @@ def fit_one_fold(
     fold: int,
     model_name: str,
     input_name: str,
+    protocol: TrainingProtocol,
     model_path: str | os.PathLike,
     history_path: str | os.PathLike,
     checkpoint_path: str | os.PathLike,
-    image_size: int = 256,
-    epochs: int = 50,
-    batch_size: int = 32,
-    loss: str = "dice_bce",
-    optimizer: str = "adamw",
-    lr: float = 1e-4,
-    weight_decay: float = 0.0,
-    scheduler: str = "warmup_cosine",
-    warmup_iters: int = 100,
-    warmup_start_lr: float = 1e-6,
-    min_lr: float = 5e-6,
-    gamma: float = 0.995,
-    hflip: float = 0.5,
-    encoder_weights: str | None = None,
+    preprocessing: Mapping | None = None,
     validation: str = "test_fold",
     holdout_fraction: float = 0.15,
     seed: int = 42,
@@ -514,13 +561,15 @@ def fit_one_fold(
     model_name : {"resnext_unet", "attention_unet"}
     input_name : {"mri", "mri_radiomics"}
         ``mri``: FLAIR only (channel 0); ``mri_radiomics``: FLAIR, CR, RE (channels 0-2).
+    protocol : TrainingProtocol
+        The network's training protocol (config section ``training.<model>``).
     model_path, history_path : path-like
         Outputs: the final model (see :func:`save_model`) and the per-epoch history TSV.
     checkpoint_path : path-like
         Written after every epoch; an existing one from the same settings is resumed.
-    image_size, epochs, batch_size, loss, optimizer, lr, weight_decay, scheduler, warmup_iters,
-    warmup_start_lr, min_lr, gamma, hflip, encoder_weights
-        The protocol (config section ``training.<model>``; SPEC "Training protocols").
+    preprocessing : mapping, optional
+        How the slices were made (normalization percentiles, CR/RE parameters, threshold;
+        see :func:`save_model`); stored in the model file so that prediction uses the same.
     validation, holdout_fraction
         See :func:`split_subjects`.
     seed : int
@@ -546,24 +595,16 @@ def fit_one_fold(
     """
     from radfusion.losses import build_loss
     from radfusion.models import build_model
-    from radfusion.optim import build_optimizer, build_scheduler
 
     if input_name not in INPUT_CHANNELS:
         raise ValueError(f"unknown input {input_name!r}; expected one of {sorted(INPUT_CHANNELS)}")
-    missing = sorted(set(folds) - set(slice_paths))
-    if missing:
-        raise ValueError(f"no slice file given for subject(s) {missing}")
     device = resolve_device(device)
     configure_determinism(device)
-    channels = INPUT_CHANNELS[input_name]
     train_subjects, val_subjects = split_subjects(
         folds, fold, validation=validation, holdout_fraction=holdout_fraction, seed=seed
     )
-    train_images, train_masks, _ = load_slices(
-        [slice_paths[s] for s in train_subjects], channels=channels, image_size=image_size, subjects=train_subjects
-    )
-    val_images, val_masks, _ = load_slices(
-        [slice_paths[s] for s in val_subjects], channels=channels, image_size=image_size, subjects=val_subjects
+    (train_images, train_masks), (val_images, val_masks) = load_fold_slices(
+        slice_paths, (train_subjects, val_subjects), input_name=input_name, image_size=protocol.image_size
     )
     log.info(
         "%s/%s fold %d on %s: %d training slices (%d subjects), %d validation slices (%d subjects, %s)",
@@ -576,51 +617,27 @@ def fit_one_fold(
         "fold": fold,
         "train_subjects": train_subjects,
         "val_subjects": val_subjects,
-        "image_size": image_size,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "loss": loss,
-        "optimizer": optimizer,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "scheduler": scheduler,
-        "warmup_iters": warmup_iters,
-        "warmup_start_lr": warmup_start_lr,
-        "min_lr": min_lr,
-        "gamma": gamma,
-        "hflip": hflip,
-        "encoder_weights": encoder_weights,
+        **protocol.as_dict(),
         "seed": seed,
         "mixed_precision": mixed_precision,
     }
     seed_everything(seed)
-    if encoder_weights is not None:
-        log.info("encoder weights: %s", encoder_weights)
-    model = build_model(model_name, len(channels), encoder_weights=encoder_weights)
-    optim = build_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule_options = {
-        "warmup_cosine": {"warmup_iters": warmup_iters, "warmup_start_lr": warmup_start_lr, "min_lr": min_lr},
-        "exponential": {"gamma": gamma},
-    }.get(scheduler, {})
-    schedule = build_scheduler(
-        scheduler,
-        optim,
-        epochs=epochs,
-        iters_per_epoch=iterations_per_epoch(train_images.shape[0], batch_size),
-        **schedule_options,
-    )
+    if protocol.encoder_weights is not None:
+        log.info("encoder weights: %s", protocol.encoder_weights)
+    model = build_model(model_name, len(INPUT_CHANNELS[input_name]), encoder_weights=protocol.encoder_weights)
+    optimizer, scheduler = build_optimization(protocol, model, n_train=train_images.shape[0])
     history = train_epochs(
         model,
-        optim,
-        schedule,
-        build_loss(loss),
+        optimizer,
+        scheduler,
+        build_loss(protocol.loss),
         train_images,
         train_masks,
         val_images,
         val_masks,
-        epochs=epochs,
-        batch_size=batch_size,
-        hflip=hflip,
+        epochs=protocol.epochs,
+        batch_size=protocol.batch_size,
+        hflip=protocol.hflip,
         seed=seed,
         checkpoint_path=checkpoint_path,
         settings=settings,
@@ -632,13 +649,72 @@ def fit_one_fold(
         model_path,
         model_name=model_name,
         input_name=input_name,
-        image_size=image_size,
-        metadata={"fold": fold, "epochs": epochs, "train_subjects": train_subjects, "seed": seed},
+        image_size=protocol.image_size,
+        preprocessing=preprocessing,
+        metadata={
+            "fold": fold,
+            "epochs": protocol.epochs,
+            "train_subjects": train_subjects,
+            "seed": seed,
+            "protocol": protocol.as_dict(),
+        },
     )
     write_history(history, history_path)
     if not keep_checkpoint:
         Path(checkpoint_path).unlink(missing_ok=True)
     return history
+
+
+def load_fold_slices(
+    slice_paths: Mapping[str, str | os.PathLike],
+    groups: Sequence[Sequence[str]],
+    *,
+    input_name: str,
+    image_size: int,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (images, masks) of each group of subjects (e.g. training and validation), resized.
+
+    See :func:`radfusion.slices.load_slices`; a subject without a slice file is an error.
+    """
+    missing = sorted({s for group in groups for s in group} - set(slice_paths))
+    if missing:
+        raise ValueError(f"no slice file given for subject(s) {missing}")
+    loaded = []
+    for subjects in groups:
+        images, masks, _ = load_slices(
+            [slice_paths[s] for s in subjects],
+            channels=INPUT_CHANNELS[input_name],
+            image_size=image_size,
+            subjects=list(subjects),
+        )
+        loaded.append((images, masks))
+    return loaded
+
+
+def build_optimization(protocol: TrainingProtocol, model: nn.Module, *, n_train: int):
+    """The protocol's optimizer and learning-rate schedule for ``model`` and ``n_train`` slices.
+
+    Returns
+    -------
+    optimizer : torch.optim.Optimizer
+        See :func:`radfusion.optim.build_optimizer`.
+    scheduler : radfusion.optim.Scheduler
+        See :func:`radfusion.optim.build_scheduler`; it counts the steps of
+        :func:`iterations_per_epoch` batches per epoch.
+    """
+    from radfusion.optim import build_optimizer, build_scheduler
+
+    optimizer = build_optimizer(
+        protocol.optimizer, model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay
+    )
+    scheduler = build_scheduler(
+        protocol.scheduler,
+        optimizer,
+        epochs=protocol.epochs,
+        iters_per_epoch=iterations_per_epoch(n_train, protocol.batch_size),
+        **protocol.schedule_options(),
+    )
+    return optimizer, scheduler
 
 
 def write_history(history: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -654,30 +730,51 @@ def save_model(
     model_name: str,
     input_name: str,
     image_size: int,
+    preprocessing: Mapping | None = None,
     metadata: Mapping | None = None,
 ) -> None:
     """Save a trained network with what inference needs to rebuild and feed it (atomically).
 
+    Parameters
+    ----------
+    preprocessing : mapping, optional
+        How the training slices were made, which prediction must repeat: ``lower_percentile``,
+        ``upper_percentile`` (normalization), ``cr`` and ``re`` (feature-map parameters) and
+        ``threshold`` (on the probability). ``radfusion predict`` reads it from the file.
+
     Notes
     -----
-    The file is a ``torch.save`` dict: ``format`` ("radfusion-model-1"), ``model_name``,
-    ``input_name``, ``in_channels``, ``channels`` (indices into the exported FLAIR, CR, RE),
-    ``image_size``, ``state_dict`` (on the CPU) and ``metadata``. Read it with
-    :func:`load_trained_model`.
+    The file is a ``torch.save`` dict: ``format`` ("radfusion-model-2"), ``version`` (of
+    radfusion), ``model_name``, ``input_name``, ``in_channels``, ``channels`` (indices into
+    the exported FLAIR, CR, RE), ``image_size``, ``preprocessing``, ``state_dict`` (on the
+    CPU) and ``metadata``. Read it with :func:`load_trained_model`.
     """
+    from radfusion import __version__
+
     channels = INPUT_CHANNELS[input_name]
     payload = {
         "format": MODEL_FORMAT,
+        "version": __version__,
         "model_name": model_name,
         "input_name": input_name,
         "in_channels": len(channels),
         "channels": list(channels),
         "image_size": int(image_size),
+        "preprocessing": None if preprocessing is None else _plain(preprocessing),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
+
+
+def _plain(value):
+    """Mappings as plain dicts, sequences as lists (comparable and printable settings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def load_trained_model(path: str | os.PathLike, *, device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict]:
@@ -688,13 +785,18 @@ def load_trained_model(path: str | os.PathLike, *, device: str | torch.device | 
     model : nn.Module
         On ``device`` (``None``: CUDA when present), evaluation mode.
     info : dict
-        The saved fields except the weights: ``model_name``, ``input_name``, ``in_channels``,
-        ``channels``, ``image_size``, ``metadata``.
+        The saved fields except the weights: ``version``, ``model_name``, ``input_name``,
+        ``in_channels``, ``channels``, ``image_size``, ``preprocessing``, ``metadata``.
     """
     from radfusion.models import build_model
 
     path = Path(path)
     payload = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(payload, dict) and payload.get("format") == "radfusion-model-1":
+        raise ValueError(
+            f"file '{path}': made by an older radfusion that did not record its preprocessing; "
+            "train it again (delete it and rerun the workflow)"
+        )
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"file '{path}': not a radfusion model (expected format {MODEL_FORMAT})")
     model = build_model(payload["model_name"], payload["in_channels"])

@@ -1,23 +1,43 @@
 # Config and sample-sheet validation, and every input/param helper the rules use.
+#
+# Reading the workflow needs Snakemake and pandas only: radfusion is imported by the jobs' scripts
+# (from this workflow's own src/, docs/architecture.md), never here, so that the workflow also
+# reads as a module where radfusion is not installed. Checks that need radfusion run in the first
+# job that reads the file (the fold count in assign_folds, the images in import_subject).
 import os
 import re
+import urllib.parse
 
 import pandas as pd
 from snakemake.utils import validate
 
-from radfusion.io import check_sample_sheet
-from radfusion.predict import OUTPUT_FILES, read_patient_sheet
-from radfusion.weights import missing_weights_message, weights_file_name
-
 validate(config, schema="../schemas/config.schema.yaml")
 
-SAMPLES = check_sample_sheet(
-    pd.read_csv(config["samples"], sep="\t", dtype=str, comment="#").fillna(""),
-    n_folds=config["folds"],
-    sheet=config["samples"],
+
+def read_id_sheet(path, columns, schema):
+    """A sample or patient sheet (TSV, one row per ID in columns[0]) indexed by ID: whitespace
+    stripped, the columns present, each row valid under the JSON schema (ID format, a FLAIR) and
+    every ID once; errors name the sheet. Call it while the workflow is read (validate() takes
+    the schema path relative to the file being read).
+    """
+    table = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    table = table.apply(lambda column: column.str.strip())
+    missing = [name for name in columns if name not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; expected columns {list(columns)}"
+        )
+    validate(table, schema=schema, set_default=False)
+    id_column = columns[0]
+    duplicated = sorted(set(table.loc[table[id_column].duplicated(), id_column]))
+    if duplicated:
+        raise ValueError(f"{path}: duplicate {id_column} ID(s) {duplicated}")
+    return table.set_index(id_column, drop=False)
+
+
+SAMPLES = read_id_sheet(
+    config["samples"], ["subject", "flair", "mask"], "../schemas/samples.schema.yaml"
 )
-validate(SAMPLES, schema="../schemas/samples.schema.yaml", set_default=False)
-SAMPLES = SAMPLES.set_index("subject", drop=False)
 
 SUBJECTS = list(SAMPLES.index)
 MODELS = list(config["models"])
@@ -25,9 +45,13 @@ INPUTS = list(config["inputs"])
 FOLDS = list(range(1, config["folds"] + 1))
 # Demo subjects are synthesized by rule demo_subject; their files live here.
 DEMO_DIR = "resources/demo"
-# The ImageNet encoder weights that fetch_encoder_weights makes, weights.folder/<URL's file name>.
+# The ImageNet encoder weights that fetch_encoder_weights makes, weights.folder/<URL's file name>
+# (radfusion.weights.weights_file_name; the schema's pattern ends the name in -<SHA-256 prefix>.<ext>).
 ENCODER_WEIGHTS_FILE = os.path.join(
-    config["weights"]["folder"], weights_file_name(config["weights"]["url"])
+    config["weights"]["folder"],
+    os.path.basename(
+        urllib.parse.unquote(urllib.parse.urlparse(config["weights"]["url"]).path)
+    ),
 )
 
 
@@ -104,6 +128,19 @@ def get_training_protocol(wildcards):
     return protocol
 
 
+def get_model_preprocessing():
+    """How the slices are made, stored in every model file so that radfusion predict repeats it:
+    the normalization percentiles, the CR and RE parameters and the evaluation threshold.
+    """
+    return {
+        "lower_percentile": config["normalize"]["lower_percentile"],
+        "upper_percentile": config["normalize"]["upper_percentile"],
+        "cr": dict(config["radiomics"]["cr"]),
+        "re": dict(config["radiomics"]["re"]),
+        "threshold": config["evaluation"]["threshold"],
+    }
+
+
 def get_encoder_weights(wildcards):
     """The encoder weights file a train_model job reads, or none.
 
@@ -121,12 +158,14 @@ def get_encoder_weights(wildcards):
     if weights != "imagenet":
         return ancient(weights)
     if not config["weights"]["download"] and not os.path.isfile(ENCODER_WEIGHTS_FILE):
+        # The wording of radfusion.weights.missing_weights_message.
+        folder, name = os.path.split(ENCODER_WEIGHTS_FILE)
         raise FileNotFoundError(
-            missing_weights_message(
-                ENCODER_WEIGHTS_FILE,
-                config["weights"]["url"],
-                "weights.download is false",
-            )
+            f"ImageNet encoder weights {name} are missing from {folder}/ and were not "
+            f"downloaded (weights.download is false). On a machine with network access "
+            f"download {config['weights']['url']} and put the file at "
+            f"{ENCODER_WEIGHTS_FILE}; or set training.resnext_unet.encoder_weights: null to "
+            f"train the encoder from scratch."
         )
     return ancient(ENCODER_WEIGHTS_FILE)
 
@@ -219,8 +258,8 @@ def get_history_files():
 
 def get_figure1_inputs(wildcards):
     """Figure 1's files: per-fold slices.tsv and predictions of every (model, input) (in
-    get_model_input_runs() order, then fold or subject order), and every subject's mask and
-    normalized FLAIR (SUBJECTS order)."""
+    get_model_input_runs() order, then fold or subject order), and every subject's mask,
+    normalized FLAIR and brain mask (SUBJECTS order)."""
     runs = get_model_input_runs()
     return {
         "slices": [
@@ -235,12 +274,17 @@ def get_figure1_inputs(wildcards):
         ],
         "masks": expand("results/nifti/{subject}/mask.nii.gz", subject=SUBJECTS),
         "flairs": expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS),
+        "brains": expand("results/normalized/{subject}/brain.nii.gz", subject=SUBJECTS),
     }
 
 
 # Prediction for new patients (SPEC stage 12): the sheet config predict.samples, if any.
 PREDICT_PATIENTS = (
-    read_patient_sheet(config["predict"]["samples"])
+    read_id_sheet(
+        config["predict"]["samples"],
+        ["patient", "flair"],
+        "../schemas/patients.schema.yaml",
+    )
     if config["predict"].get("samples")
     else None
 )
@@ -291,11 +335,7 @@ def get_predict_evaluations():
     ]
 
 
-def get_predict_output():
-    """The prediction outputs of every patient of the predict.samples sheet."""
+def get_predict_output(wildcards):
+    """Every output of rule predict (predict.smk) for every patient of the predict.samples sheet."""
     patients = [] if PREDICT_PATIENTS is None else list(PREDICT_PATIENTS.index)
-    return expand(
-        "results/predict/{patient}/{name}",
-        patient=patients,
-        name=[OUTPUT_FILES[key] for key in ("mask", "summary", "lesions", "overlay")],
-    )
+    return expand(rules.predict.output, patient=patients)

@@ -6,7 +6,7 @@ rule feature_distributions:
         cr=expand("results/features/{subject}/cr.nii.gz", subject=SUBJECTS),
         re=expand("results/features/{subject}/re.nii.gz", subject=SUBJECTS),
         mask=expand("results/nifti/{subject}/mask.nii.gz", subject=SUBJECTS),
-        flair=expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS),
+        brain=expand("results/normalized/{subject}/brain.nii.gz", subject=SUBJECTS),
     output:
         table=report(
             "results/tables/features.csv",

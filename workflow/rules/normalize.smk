@@ -1,4 +1,5 @@
-# SPEC stage 2: percentile clipping to [0, 1] and the 8-bit image the radiomics use.
+# SPEC stage 2: percentile clipping to [0, 1], the 8-bit image the radiomics use, and the brain
+# mask (imported FLAIR != 0) that every later stage takes as the brain.
 
 
 rule normalize_flair:
@@ -7,6 +8,7 @@ rule normalize_flair:
     output:
         flair="results/normalized/{subject}/flair.nii.gz",
         flair_u8="results/normalized/{subject}/flair_u8.nii.gz",
+        brain="results/normalized/{subject}/brain.nii.gz",
     log:
         "logs/normalize/{subject}.log",
     params:

@@ -4,7 +4,7 @@
 # results/predict/{patient}/lesion_mask.nii.gz (one patient) or rule predict_all (every patient).
 rule predict_all:
     input:
-        get_predict_output(),
+        get_predict_output,
 
 
 rule predict:
@@ -28,9 +28,6 @@ rule predict:
         input=config["predict"]["input"],
         runs=get_predict_runs(),
         folds=FOLDS,
-        threshold=config["evaluation"]["threshold"],
-        normalize=config["normalize"],
-        radiomics=config["radiomics"],
     threads: 2
     resources:
         mem_mb=8000,

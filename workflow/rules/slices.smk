@@ -8,6 +8,7 @@ rule export_slices:
         cr="results/features/{subject}/cr.nii.gz",
         re="results/features/{subject}/re.nii.gz",
         mask="results/nifti/{subject}/mask.nii.gz",
+        brain="results/normalized/{subject}/brain.nii.gz",
     output:
         "results/slices/{subject}.npz",
     log:

@@ -25,6 +25,7 @@ rule train_model:
         checkpoint="results/models/{model}/{input}/fold{fold}/checkpoint.pt",
         subjects=SUBJECTS,
         protocol=get_training_protocol,
+        preprocessing=get_model_preprocessing(),
         validation=config["training"]["validation"],
         holdout_fraction=config["training"]["holdout_fraction"],
         mixed_precision=config["training"]["mixed_precision"],

@@ -2,7 +2,9 @@
 
 import logging
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # radfusion from this workflow's src/
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
@@ -16,11 +18,13 @@ flair, _ = load_volume(snakemake.input.flair)
 cr, _ = load_volume(snakemake.input.cr)
 re, _ = load_volume(snakemake.input.re)
 mask, _ = load_volume(snakemake.input.mask, dtype=np.uint8)
+brain = load_volume(snakemake.input.brain, dtype=np.uint8)[0] > 0
 arrays = export_slices(
     flair,
     cr,
     re,
     mask,
+    brain,
     min_lesion_voxels=snakemake.params.min_lesion_voxels,
     brain_fraction=snakemake.params.brain_fraction,
     stride=snakemake.params.stride,

@@ -2,7 +2,9 @@
 
 import logging
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # radfusion from this workflow's src/
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
@@ -14,11 +16,11 @@ from radfusion.io import load_volume
 
 
 def subjects():
-    """One subject at a time: its feature maps, lesion mask and brain mask (FLAIR > 0)."""
+    """One subject at a time: its feature maps, lesion mask and brain mask (rule normalize_flair)."""
     inputs = snakemake.input
-    for cr, re, mask, flair in zip(inputs.cr, inputs.re, inputs.mask, inputs.flair):
+    for cr, re, mask, brain in zip(inputs.cr, inputs.re, inputs.mask, inputs.brain):
         features = {"cr": load_volume(cr)[0], "re": load_volume(re)[0]}
-        yield features, load_volume(mask, dtype=np.uint8)[0] > 0, load_volume(flair)[0] > 0
+        yield features, load_volume(mask, dtype=np.uint8)[0] > 0, load_volume(brain, dtype=np.uint8)[0] > 0
 
 
 edges = {"cr": feature_bin_edges("cr", num=snakemake.params.cr_num), "re": feature_bin_edges("re")}

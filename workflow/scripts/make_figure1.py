@@ -3,7 +3,9 @@ slices with the most lesion (one per subject)."""
 
 import logging
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # radfusion from this workflow's src/
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
@@ -18,7 +20,7 @@ from radfusion.figures import (
     select_example_slices,
 )
 from radfusion.io import load_volume
-from radfusion.stats import read_metric_tables
+from radfusion.stats.tables import read_metric_tables
 
 runs = [(run["model"], run["input"]) for run in snakemake.params.runs]
 subjects = list(snakemake.params.subjects)
@@ -31,6 +33,7 @@ for index in range(len(runs)):
     evaluated = keys if evaluated is None else evaluated & keys
 masks = dict(zip(subjects, snakemake.input.masks))
 flairs = dict(zip(subjects, snakemake.input.flairs))
+brains = dict(zip(subjects, snakemake.input.brains))
 predictions = {
     (run, subject): snakemake.input.predictions[r * len(subjects) + s]
     for r, run in enumerate(runs)
@@ -50,6 +53,7 @@ for subject, k in chosen:
             subject=subject,
             slice_index=k,
             flair=load_volume(flairs[subject])[0][:, :, k],
+            brain=load_volume(brains[subject], dtype=np.uint8)[0][:, :, k] > 0,
             mask=load_volume(masks[subject], dtype=np.uint8)[0][:, :, k],
             predictions={run: load_volume(predictions[run, subject], dtype=np.uint8)[0][:, :, k] for run in runs},
         )

@@ -2,19 +2,16 @@
 
 import logging
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # radfusion from this workflow's src/
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from radfusion.io import atomic_output
-from radfusion.stats import (
-    MODEL_LABELS,
-    SLICE_COLUMNS,
-    metric_summary_table,
-    read_metric_tables,
-    summary_display_table,
-    table_html,
-)
+from radfusion.protocol import MODEL_LABELS
+from radfusion.stats.display import summary_display_table, table_html
+from radfusion.stats.tables import SLICE_COLUMNS, metric_summary_table, read_metric_tables
 
 model = snakemake.params.model
 inputs = snakemake.params.inputs

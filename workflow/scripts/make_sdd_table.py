@@ -2,12 +2,15 @@
 
 import logging
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # radfusion from this workflow's src/
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from radfusion.io import atomic_output
-from radfusion.stats import read_histories, sdd_display_table, sdd_per_run, sdd_table, table_html
+from radfusion.stats.display import sdd_display_table, table_html
+from radfusion.stats.tables import read_histories, sdd_per_run, sdd_table
 
 baseline, fusion = snakemake.params.inputs
 runs = sdd_per_run(read_histories(snakemake.input, snakemake.params.runs))

@@ -2,11 +2,11 @@
 
 import logging
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))  # radfusion from this workflow's src/
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
-
-from pathlib import Path
 
 import torch
 
@@ -27,10 +27,5 @@ predict_patient(
     model_paths=model_paths,
     patient=snakemake.wildcards.patient,
     cv_dice=cv_dice,
-    threshold=snakemake.params.threshold,
-    lower_percentile=snakemake.params.normalize["lower_percentile"],
-    upper_percentile=snakemake.params.normalize["upper_percentile"],
-    cr=dict(snakemake.params.radiomics["cr"]),
-    re=dict(snakemake.params.radiomics["re"]),
     threads=snakemake.threads,
 )

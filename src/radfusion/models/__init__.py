@@ -11,8 +11,8 @@ from torch import nn
 
 from radfusion.models.attention_unet import AttentionUNet
 from radfusion.models.resnext_unet import ResNeXtUNet
+from radfusion.protocol import MODEL_NAMES
 
-MODEL_NAMES = ("resnext_unet", "attention_unet")
 
 __all__ = ["MODEL_NAMES", "AttentionUNet", "ResNeXtUNet", "build_model"]
 
