@@ -8,18 +8,24 @@ import torch
 from torch import nn
 
 from radfusion.evaluate import (
+    CV_LESION_COLUMNS,
+    LESION_METRIC_KEYS,
     SLICE_COLUMNS,
     SUBJECT_COLUMNS,
+    VOLUME_SCORE_COLUMNS,
     best_flair_threshold,
     dice_score,
     evaluate_baselines,
     lesion_counts,
+    lesion_metrics,
     lesion_scores,
     precision_score,
     predict_slice_masks,
     prediction_volume,
     score_subject,
+    score_volume,
     sensitivity_score,
+    stack_exported_slices,
 )
 from radfusion.slices import save_slices
 
@@ -168,6 +174,290 @@ def test_agrees_with_brute_force_on_random_masks(seed):
 def test_shape_mismatch_refused():
     with pytest.raises(ValueError, match="shape"):
         dice_score(np.zeros((3, 3)), np.zeros((3, 4)))
+
+
+# --- lesion-level metrics (MS lesion challenges) ---------------------------------------------
+NAN = float("nan")
+
+
+def assert_metrics(metrics: dict, expected: dict):
+    """Each expected key equals the metric (NaN matches NaN)."""
+    for key, value in expected.items():
+        if isinstance(value, float) and np.isnan(value):
+            assert np.isnan(metrics[key]), (key, metrics[key])
+        else:
+            assert metrics[key] == pytest.approx(value), (key, metrics[key], value)
+
+
+def line(length: int, *pieces: tuple[int, int]) -> np.ndarray:
+    """A (3, length, 3) volume with voxels [start, stop) of its middle row set, per piece."""
+    volume = np.zeros((3, length, 3), np.uint8)
+    for start, stop in pieces:
+        volume[1, start:stop, 1] = 1
+    return volume
+
+
+def test_prediction_splitting_one_lesion_detects_it_once_and_has_no_false_lesion():
+    truth = line(14, (1, 13))  # one lesion, 12 voxels
+    prediction = line(14, (1, 6), (8, 13))  # two pieces of 5 voxels inside it, a 2-voxel gap
+    assert_metrics(
+        lesion_metrics(prediction, truth),
+        {"true_lesions": 1, "predicted_lesions": 2, "detected_lesions": 1, "false_lesions": 0,
+         "ltpr": 1.0, "lfpr": 0.0, "lesion_f1": 1.0, "avd": 2 / 12 * 100},
+    )
+
+
+def test_prediction_merging_two_lesions_detects_both():
+    truth = line(12, (1, 5), (6, 10))  # two lesions of 4 voxels, one voxel apart
+    prediction = line(12, (1, 10))  # one blob over both and the gap
+    assert_metrics(
+        lesion_metrics(prediction, truth),
+        {"true_lesions": 2, "predicted_lesions": 1, "detected_lesions": 2, "false_lesions": 0,
+         "ltpr": 1.0, "lfpr": 0.0, "lesion_f1": 1.0, "avd": 1 / 8 * 100},
+    )
+
+
+def test_lesions_under_the_minimum_size_are_dropped_from_both_masks():
+    truth = line(16, (1, 5), (8, 10))  # a 4-voxel lesion and a 2-voxel one
+    prediction = line(16, (1, 5), (13, 15))  # finds the first; a 2-voxel false blob
+    assert_metrics(
+        lesion_metrics(prediction, truth),
+        {"true_lesions": 1, "predicted_lesions": 1, "detected_lesions": 1, "false_lesions": 0,
+         "ltpr": 1.0, "lfpr": 0.0, "lesion_f1": 1.0, "avd": 0.0},
+    )
+    # Counting every component: the small lesion is missed and the small blob is false.
+    assert_metrics(
+        lesion_metrics(prediction, truth, min_lesion_voxels=1),
+        {"true_lesions": 2, "predicted_lesions": 2, "detected_lesions": 1, "false_lesions": 1,
+         "ltpr": 0.5, "lfpr": 0.5, "lesion_f1": 0.5},
+    )
+    # A lesion hit only by a blob under the minimum size is not detected (the blob is dropped).
+    assert_metrics(
+        lesion_metrics(line(16, (1, 3)), line(16, (1, 5))),
+        {"true_lesions": 1, "predicted_lesions": 0, "detected_lesions": 0, "ltpr": 0.0, "lesion_f1": 0.0, "avd": 50.0},
+    )
+    # A 3-voxel lesion is kept at the default (>= 3 voxels).
+    assert lesion_metrics(line(8, (1, 4)), line(8, (1, 4)))["true_lesions"] == 1
+
+
+def test_empty_reference():
+    empty = line(10)
+    prediction = line(10, (1, 5))
+    assert_metrics(
+        lesion_metrics(prediction, empty),
+        {"true_lesions": 0, "predicted_lesions": 1, "detected_lesions": 0, "false_lesions": 1,
+         "ltpr": NAN, "lfpr": 1.0, "lesion_f1": 0.0, "avd": NAN},
+    )
+    # Both empty: nothing to find, nothing found.
+    assert_metrics(
+        lesion_metrics(empty, empty),
+        {"true_lesions": 0, "predicted_lesions": 0, "ltpr": NAN, "lfpr": NAN, "lesion_f1": 1.0, "avd": 0.0},
+    )
+    # Only blobs under the minimum size predicted: no lesion on either side (F1 1), but the
+    # volumes differ (AVD undefined).
+    assert_metrics(lesion_metrics(line(10, (1, 3)), empty), {"predicted_lesions": 0, "lesion_f1": 1.0, "avd": NAN})
+    scores = score_volume(empty, empty)
+    assert (scores["dice"], scores["precision"], scores["sensitivity"]) == (1.0, 1.0, 1.0)
+
+
+def test_empty_prediction():
+    truth = line(12, (1, 4), (6, 10))
+    assert_metrics(
+        lesion_metrics(line(12), truth),
+        {"true_lesions": 2, "predicted_lesions": 0, "detected_lesions": 0, "false_lesions": 0,
+         "ltpr": 0.0, "lfpr": NAN, "lesion_f1": 0.0, "avd": 100.0},
+    )
+
+
+def test_minimum_overlap_fraction():
+    truth = line(20, (1, 11))  # 10 voxels
+    prediction = line(20, (8, 18))  # 10 voxels, 3 of them inside the lesion
+    expected_hit = {"detected_lesions": 1, "false_lesions": 0, "ltpr": 1.0, "lfpr": 0.0, "lesion_f1": 1.0}
+    expected_miss = {"detected_lesions": 0, "false_lesions": 1, "ltpr": 0.0, "lfpr": 1.0, "lesion_f1": 0.0}
+    assert_metrics(lesion_metrics(prediction, truth), expected_hit)  # any overlap
+    assert_metrics(lesion_metrics(prediction, truth, min_overlap=0.25), expected_hit)
+    assert_metrics(lesion_metrics(prediction, truth, min_overlap=0.3), expected_miss)  # 3/10 is not > 0.3
+    # The two sides are judged separately: a large prediction covering a small lesion detects it,
+    # but is itself a false positive when little of it lies inside the reference.
+    small, large = line(20, (1, 4)), line(20, (1, 19))
+    assert_metrics(
+        lesion_metrics(large, small, min_overlap=0.5),
+        {"detected_lesions": 1, "false_lesions": 1, "ltpr": 1.0, "lfpr": 1.0, "lesion_f1": 0.0},
+    )
+
+
+@pytest.mark.parametrize(
+    "offset, expected",
+    [((0, 0, 1), {6: 1, 18: 1, 26: 1}), ((0, 1, 1), {6: 2, 18: 1, 26: 1}), ((1, 1, 1), {6: 2, 18: 2, 26: 1})],
+)
+def test_connectivity(offset, expected):
+    """Two voxels touching by a face, an edge or a corner."""
+    volume = np.zeros((5, 5, 5), np.uint8)
+    volume[2, 2, 2] = 1
+    volume[tuple(2 + np.array(offset))] = 1
+    for connectivity, n in expected.items():
+        metrics = lesion_metrics(volume, volume, connectivity=connectivity, min_lesion_voxels=1)
+        assert metrics["true_lesions"] == metrics["detected_lesions"] == n, connectivity
+    # The default is 26: corners join.
+    assert lesion_metrics(volume, volume, min_lesion_voxels=1)["true_lesions"] == 1
+
+
+def test_lesion_metrics_refuses_bad_arguments():
+    volume = line(5, (1, 4))
+    with pytest.raises(ValueError, match="connectivity"):
+        lesion_metrics(volume, volume, connectivity=8)
+    with pytest.raises(ValueError, match="min_overlap"):
+        lesion_metrics(volume, volume, min_overlap=1.0)
+    with pytest.raises(ValueError, match="min_lesion_voxels"):
+        lesion_metrics(volume, volume, min_lesion_voxels=-1)
+    with pytest.raises(ValueError, match="3D"):
+        lesion_metrics(volume[0], volume[0])
+
+
+def test_score_volume_keys_and_voxel_scores():
+    rng = np.random.default_rng(3)
+    truth = (rng.random((6, 7, 8)) < 0.3).astype(np.uint8)
+    prediction = (rng.random((6, 7, 8)) < 0.3).astype(np.uint8)
+    scores = score_volume(prediction, truth)
+    assert tuple(scores) == VOLUME_SCORE_COLUMNS
+    assert set(LESION_METRIC_KEYS) <= set(VOLUME_SCORE_COLUMNS)
+    assert scores["dice"] == pytest.approx(dice_score(prediction, truth))
+    assert scores["precision"] == pytest.approx(precision_score(prediction, truth))
+    assert scores["sensitivity"] == pytest.approx(sensitivity_score(prediction, truth))
+    assert (scores["true_voxels"], scores["predicted_voxels"]) == (truth.sum(), prediction.sum())
+    assert_metrics(scores, lesion_metrics(prediction, truth))
+
+
+# Independent reference: flood fill over voxel tuples, sets for overlaps.
+def brute_lesion_components(mask: np.ndarray, connectivity: int) -> list[set]:
+    """Connected components of a 3D mask by breadth-first search, neighbours by offset type."""
+    max_moved_axes = {6: 1, 18: 2, 26: 3}[connectivity]
+    offsets = [
+        (a, b, c)
+        for a in (-1, 0, 1)
+        for b in (-1, 0, 1)
+        for c in (-1, 0, 1)
+        if 0 < abs(a) + abs(b) + abs(c) <= max_moved_axes
+    ]
+    voxels = {tuple(int(i) for i in v) for v in zip(*np.nonzero(mask))}
+    seen, components = set(), []
+    for start in sorted(voxels):
+        if start in seen:
+            continue
+        seen.add(start)
+        queue, component = [start], set()
+        while queue:
+            voxel = queue.pop(0)
+            component.add(voxel)
+            for offset in offsets:
+                neighbour = (voxel[0] + offset[0], voxel[1] + offset[1], voxel[2] + offset[2])
+                if neighbour in voxels and neighbour not in seen:
+                    seen.add(neighbour)
+                    queue.append(neighbour)
+        components.append(component)
+    return components
+
+
+def brute_lesion_metrics(prediction, truth, min_lesion_voxels, min_overlap, connectivity) -> dict:
+    true_parts = [c for c in brute_lesion_components(truth, connectivity) if len(c) >= min_lesion_voxels]
+    pred_parts = [c for c in brute_lesion_components(prediction, connectivity) if len(c) >= min_lesion_voxels]
+    true_kept = set().union(*true_parts) if true_parts else set()
+    pred_kept = set().union(*pred_parts) if pred_parts else set()
+    detected = sum(len(c & pred_kept) / len(c) > min_overlap for c in true_parts)
+    false = sum(not len(c & true_kept) / len(c) > min_overlap for c in pred_parts)
+    n_true, n_pred = len(true_parts), len(pred_parts)
+    ltpr = detected / n_true if n_true else NAN
+    lfpr = false / n_pred if n_pred else NAN
+    if n_true == 0 or n_pred == 0:
+        f1 = 1.0 if n_true == n_pred else 0.0
+    else:
+        recall, precision = detected / n_true, (n_pred - false) / n_pred
+        f1 = 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
+    v_true, v_pred = int(truth.sum()), int(prediction.sum())
+    avd = abs(v_pred - v_true) / v_true * 100 if v_true else (0.0 if v_pred == 0 else NAN)
+    return {"true_lesions": n_true, "predicted_lesions": n_pred, "detected_lesions": detected,
+            "false_lesions": false, "ltpr": ltpr, "lfpr": lfpr, "lesion_f1": f1, "avd": avd}
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_lesion_metrics_agree_with_brute_force_on_random_masks(seed, connectivity):
+    rng = np.random.default_rng(seed)
+    shape = (5, 7, 6)
+    truth = (rng.random(shape) < rng.uniform(0.05, 0.35)).astype(np.uint8)
+    prediction = (rng.random(shape) < rng.uniform(0.05, 0.35)).astype(np.uint8)
+    if seed == 0:
+        prediction[:] = 0
+    if seed == 1:
+        truth[:] = 0
+    for min_lesion_voxels in (1, 3, 5):
+        for min_overlap in (0.0, 0.3, 0.5):
+            metrics = lesion_metrics(
+                prediction, truth, min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap, connectivity=connectivity
+            )
+            expected = brute_lesion_metrics(prediction, truth, min_lesion_voxels, min_overlap, connectivity)
+            assert tuple(metrics) == LESION_METRIC_KEYS
+            assert_metrics(metrics, expected)
+
+
+# --- lesion-level metrics in the cross-validation tables -------------------------------------
+def test_existing_columns_keep_their_place_and_new_ones_follow():
+    assert SUBJECT_COLUMNS[:18] == (
+        "subject", "fold", "dice", "precision", "sensitivity", "lesion_f1", "lesion_precision",
+        "lesion_sensitivity", "n_slices", "true_voxels", "predicted_voxels", "tp", "fp", "fn",
+        "true_lesions", "predicted_lesions", "detected_lesions", "correct_predicted_lesions",
+    )
+    assert SLICE_COLUMNS[:16] == (
+        "subject", "fold", "slice", "dice", "precision", "sensitivity", "lesion_f1", "true_voxels",
+        "predicted_voxels", "tp", "fp", "fn", "true_lesions", "predicted_lesions", "detected_lesions",
+        "correct_predicted_lesions",
+    )
+    new = tuple(CV_LESION_COLUMNS.values())
+    assert SUBJECT_COLUMNS[18:] == new and SLICE_COLUMNS[16:] == new
+    assert set(CV_LESION_COLUMNS) == set(LESION_METRIC_KEYS)
+
+
+def test_stack_exported_slices_keeps_only_adjacent_slices_adjacent():
+    masks = np.arange(4)[:, None, None] + np.ones((4, 2, 2), int)  # slice k holds k + 1
+    stack = stack_exported_slices(masks, [9, 3, 4, 7])
+    assert stack[:, 0, 0].tolist() == [2, 3, 0, 4, 0, 1]
+    assert stack_exported_slices(masks[:0], []).shape == (0, 2, 2)
+    with pytest.raises(ValueError, match="repeat"):
+        stack_exported_slices(masks[:2], [3, 3])
+
+
+@pytest.mark.parametrize("slice_index, lesions", [([4, 5], 1), ([4, 7], 2)])
+def test_subject_lesions_join_across_adjacent_exported_slices_only(slice_index, lesions):
+    truth = np.zeros((2, 6, 6), np.uint8)
+    truth[:, 2:4, 2:4] = 1  # the same 4 pixels on both slices
+    row, rows = score_subject(truth, truth, subject="s", fold=1, slice_index=slice_index)
+    assert row["true_lesions_3d"] == row["detected_lesions_3d"] == lesions
+    assert row["true_lesions"] == 2  # the 2D per-slice count is unchanged
+    assert row["ltpr_3d"] == row["lesion_f1_3d"] == 1.0 and row["lfpr_3d"] == 0.0 and row["avd"] == 0.0
+    assert [r["true_lesions_3d"] for r in rows] == [1, 1]
+
+
+def test_subject_lesion_columns_are_lesion_metrics_of_the_placed_slices():
+    rng = np.random.default_rng(5)
+    truth = (rng.random((4, 9, 8)) < 0.3).astype(np.uint8)
+    prediction = (rng.random((4, 9, 8)) < 0.3).astype(np.uint8)
+    slice_index = [2, 3, 6, 10]
+    row, rows = score_subject(
+        prediction, truth, subject="s", fold=1, slice_index=slice_index, min_lesion_voxels=2, min_overlap=0.2
+    )
+    volume_truth = prediction_volume((9, 8, 12), slice_index, truth)
+    volume_prediction = prediction_volume((9, 8, 12), slice_index, prediction)
+    expected = lesion_metrics(volume_prediction, volume_truth, min_lesion_voxels=2, min_overlap=0.2)
+    assert_metrics({key: row[column] for key, column in CV_LESION_COLUMNS.items()}, expected)
+    for i, slice_row in enumerate(rows):
+        expected = lesion_metrics(prediction[i : i + 1], truth[i : i + 1], min_lesion_voxels=2, min_overlap=0.2)
+        assert_metrics({key: slice_row[column] for key, column in CV_LESION_COLUMNS.items()}, expected)
+
+
+def test_subject_without_slices_has_no_lesion_scores():
+    row, _ = score_subject(np.zeros((0, 4, 4)), np.zeros((0, 4, 4)), subject="s", fold=1, slice_index=[])
+    assert all(np.isnan(row[c]) for c in ("ltpr_3d", "lfpr_3d", "lesion_f1_3d", "avd"))
+    assert row["true_lesions_3d"] == row["predicted_lesions_3d"] == 0
 
 
 # --- prediction and baselines ----------------------------------------------------------------

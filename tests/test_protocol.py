@@ -59,6 +59,8 @@ def test_protocols_of_the_shipped_configs_build_and_carry_the_schema_values():
 def test_names_are_consistent_and_the_schema_states_the_id_pattern():
     assert set(MODEL_LABELS) == set(MODEL_NAMES)
     assert set(INPUT_LABELS) == set(INPUT_CHANNELS)
-    schema = yaml.safe_load((PROJECT / "workflow/schemas/samples.schema.yaml").read_text())
-    assert schema["properties"]["subject"]["pattern"] == f"^{ID_PATTERN}$"
+    for sheet, column in (("samples", "subject"), ("patients", "patient")):
+        schema = yaml.safe_load((PROJECT / f"workflow/schemas/{sheet}.schema.yaml").read_text())
+        assert schema["properties"][column]["pattern"] == f"^{ID_PATTERN}$"
+    assert f'patient=r"{ID_PATTERN}"' in (PROJECT / "workflow/rules/predict.smk").read_text()
     assert re.fullmatch(ID_PATTERN, "patient07") and not re.fullmatch(ID_PATTERN, "../x")

@@ -356,3 +356,144 @@ def test_read_histories_tags_runs(tmp_path):
     histories = read_histories([path], [{"model": "resnext_unet", "input": "mri", "fold": 2}])
     assert list(histories.columns[:3]) == ["model", "input", "fold"]
     assert histories["fold"].tolist() == [2, 2]
+
+
+# --- Table 5: external validation ------------------------------------------------------------
+
+
+def external_rows(values):
+    """External subjects tables of several runs: {(model, input): {subject: {metric: value}}}."""
+    return pd.DataFrame(
+        [
+            {"subject": subject, "model": model, "input": input_name, **metrics}
+            for (model, input_name), subjects in values.items()
+            for subject, metrics in subjects.items()
+        ]
+    )
+
+
+def test_sample_sd_hand_computed_and_undefined_for_one_value():
+    from radfusion.stats.tests import sample_sd
+
+    # mean 2, squared deviations 1, 0, 1 -> variance 2 / (3 - 1) = 1
+    assert sample_sd([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert math.isnan(sample_sd([0.4]))
+
+
+def test_external_metrics_are_score_volume_keys_and_cv_columns_are_the_evaluations():
+    from radfusion.evaluate import CV_LESION_COLUMNS, SUBJECT_COLUMNS, VOLUME_SCORE_COLUMNS
+    from radfusion.stats.tables import CV_METRIC_COLUMNS, EXTERNAL_METRICS
+
+    assert set(EXTERNAL_METRICS) <= set(VOLUME_SCORE_COLUMNS)
+    for metric in EXTERNAL_METRICS:
+        column = CV_METRIC_COLUMNS.get(metric, metric)
+        assert column == CV_LESION_COLUMNS.get(metric, metric)
+        assert column in SUBJECT_COLUMNS, metric
+
+
+def test_external_summary_table_mean_sample_sd_paired_test_and_bonferroni():
+    from radfusion.stats.tables import external_summary_table
+    from radfusion.stats.tests import sample_sd
+
+    dice = {"mri": [0.2, 0.3, 0.5, 0.1], "mri_radiomics": [0.4, 0.6, 0.7, 0.5]}
+    lfpr = {"mri": [0.5, float("nan"), 0.2, 0.1], "mri_radiomics": [0.3, 0.1, 0.4, 0.0]}
+    values = {
+        ("attention_unet", name): {
+            f"p{i}": {"dice": dice[name][i], "lfpr": lfpr[name][i]} for i in range(4)
+        }
+        for name in ("mri", "mri_radiomics")
+    }
+    table = external_summary_table(external_rows(values), metrics=("dice", "lfpr"))
+    assert list(table["model"]) == ["attention_unet"] * 2 and list(table["metric"]) == ["dice", "lfpr"]
+    row = table.set_index("metric").loc["dice"]
+    assert row["mri_mean"] == pytest.approx(0.275) and row["mri_sd"] == pytest.approx(sample_sd(dice["mri"]))
+    assert row["mri_radiomics_mean_sd"] == "0.550 ± 0.129"
+    test = wilcoxon_signed_rank(dice["mri"], dice["mri_radiomics"])
+    assert (row["n_pairs"], row["p_value"]) == (4, pytest.approx(test.pvalue))
+    assert row["p_bonferroni"] == pytest.approx(min(1.0, 2 * test.pvalue))
+    # LFPR: p1 has no predicted lesion under MRI (NaN): left out of its mean and of the pairs
+    row = table.set_index("metric").loc["lfpr"]
+    assert (row["mri_n"], row["mri_radiomics_n"], row["n_pairs"], row["n_subjects"]) == (3, 4, 3, 4)
+    assert row["mri_mean"] == pytest.approx(0.8 / 3)
+    # no cross-validation given: its columns are empty
+    assert np.isnan(row["cv_mri_mean"]) and row["cv_mri_mean_sd"] == "n/a" and row["cv_mri_folds"] == 0
+
+
+def test_external_summary_table_puts_the_cross_validated_numbers_next_to_it(two_inputs):
+    from radfusion.stats.tables import external_summary_table
+
+    values = {
+        ("resnext_unet", name): {"p1": {"dice": 0.3, "ltpr": 0.5}, "p2": {"dice": 0.4, "ltpr": 0.7}}
+        for name in ("mri", "mri_radiomics")
+    }
+    cross_validated = pd.concat(
+        [
+            frame.assign(model="resnext_unet", input=name, ltpr_3d=frame["dice"] / 2)
+            for name, frame in two_inputs.items()
+        ]
+    )
+    table = external_summary_table(external_rows(values), cross_validated, metrics=("dice", "ltpr"))
+    tables13 = metric_summary_table(two_inputs, metrics=("dice",)).iloc[0]
+    row = table.set_index("metric").loc["dice"]
+    for name in ("mri", "mri_radiomics"):
+        assert row[f"cv_{name}_mean"] == pytest.approx(tables13[f"{name}_mean"])
+        assert row[f"cv_{name}_sd"] == pytest.approx(tables13[f"{name}_sd"])
+        assert row[f"cv_{name}_mean_sd"] == tables13[f"{name}_mean_sd"]
+    assert row["cv_mri_folds"] == row["cv_mri_radiomics_folds"] == two_inputs["mri"]["fold"].nunique()
+    # the external LTPR sits next to the cross-validation's ltpr_3d column
+    row = table.set_index("metric").loc["ltpr"]
+    assert row["cv_mri_mean"] == pytest.approx(tables13["mri_mean"] / 2)
+    # identical inputs: every difference zero, p = 1
+    assert row["wilcoxon_method"] == "all-zero" and row["p_bonferroni"] == 1.0
+
+
+def test_external_summary_table_with_one_subject_gives_the_mean_alone():
+    from radfusion.stats.tables import external_summary_table
+
+    values = {("resnext_unet", name): {"p1": {"dice": d}} for name, d in (("mri", 0.25), ("mri_radiomics", 0.5))}
+    row = external_summary_table(external_rows(values), metrics=("dice",)).iloc[0]
+    assert np.isnan(row["mri_sd"]) and row["mri_mean_sd"] == "0.250"
+    assert row["n_pairs"] == 1 and row["p_value"] == 1.0
+
+
+def test_external_summary_table_without_a_pair_has_no_p_value():
+    from radfusion.stats.tables import external_summary_table
+
+    values = {
+        ("resnext_unet", "mri"): {"p1": {"dice": 0.2, "lfpr": float("nan")}, "p2": {"dice": 0.3, "lfpr": 0.5}},
+        ("resnext_unet", "mri_radiomics"): {"p1": {"dice": 0.4, "lfpr": 0.1}, "p2": {"dice": 0.6, "lfpr": float("nan")}},
+    }
+    table = external_summary_table(external_rows(values), metrics=("dice", "lfpr")).set_index("metric")
+    assert table.loc["lfpr", "n_pairs"] == 0 and np.isnan(table.loc["lfpr", "p_bonferroni"])
+    # the Bonferroni family is the metrics tested: Dice alone
+    assert table.loc["dice", "p_bonferroni"] == pytest.approx(table.loc["dice", "p_value"])
+
+
+def test_external_summary_table_needs_both_inputs_of_every_model():
+    from radfusion.stats.tables import external_summary_table
+
+    values = {("resnext_unet", "mri"): {"p1": {"dice": 0.2}}}
+    with pytest.raises(ValueError, match="model 'resnext_unet' with input 'mri_radiomics'"):
+        external_summary_table(external_rows(values), metrics=("dice",))
+
+
+def test_external_display_table_reads_like_tables_1_and_3():
+    from radfusion.stats.display import external_display_table
+    from radfusion.stats.tables import external_summary_table
+
+    values = {
+        (model, name): {"p1": {"dice": 0.2, "avd": 40.0}, "p2": {"dice": 0.3, "avd": 55.5}}
+        for model in ("resnext_unet", "attention_unet")
+        for name in ("mri", "mri_radiomics")
+    }
+    table = external_summary_table(
+        external_rows(values), metrics=("dice", "avd"), models=["resnext_unet", "attention_unet"]
+    )
+    display = external_display_table(table)
+    assert list(display.columns) == [
+        "Model", "Metric", "MRI, external", "MRI+radiomics, external", "p-value (Bonferroni)",
+        "MRI, cross-validated", "MRI+radiomics, cross-validated",
+    ]
+    assert list(display["Model"]) == ["ResNeXt-UNet", "ResNeXt-UNet", "Attention U-Net", "Attention U-Net"]
+    assert display.loc[1, "Metric"] == "Volume difference (AVD, %)" and display.loc[1, "MRI, external"] == "47.8 ± 11.0"
+    assert display.loc[0, "MRI, cross-validated"] == "n/a"

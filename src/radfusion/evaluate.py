@@ -6,13 +6,20 @@ Metrics are computed at each slice's original resolution on binary masks:
   subject's exported slices);
 - lesion-wise detection: 2D connected components (8-connectivity) per slice, a lesion counts as
   detected when any of its pixels is predicted, a predicted component counts as correct when it
-  touches any true lesion pixel; lesion precision, sensitivity and their F1 (harmonic mean).
+  touches any true lesion pixel; lesion precision, sensitivity and their F1 (harmonic mean);
+- the lesion-level metrics of the MS lesion challenges (:func:`lesion_metrics`,
+  :func:`score_volume`): 3D connected components (26-connectivity), components smaller than
+  ``min_lesion_voxels`` removed from both masks, a minimum overlap fraction for a detection,
+  lesion-wise true- and false-positive rates (LTPR, LFPR), their F1 and the absolute volume
+  difference in percent (AVD). They have their own empty-set conventions (NaN where a rate has
+  nothing to count; :func:`lesion_metrics`). In the cross-validation tables their columns carry
+  the suffix ``_3d`` where a name would collide with the 2D per-slice ones above.
 
-Empty-mask convention, the same for every ratio: when a ratio's denominator is zero, it scores 1
-if both masks (or both lesion sets) are empty and 0 otherwise. So a slice where nothing is to be
-found and nothing is predicted scores Dice = precision = sensitivity = lesion F1 = 1; predicting
-nothing where there are lesions gives precision 0 (not undefined); predicting lesions where there
-are none gives sensitivity 0.
+Empty-mask convention of the voxel and 2D lesion scores: when a ratio's denominator is zero, it
+scores 1 if both masks (or both lesion sets) are empty and 0 otherwise. So a slice where nothing is
+to be found and nothing is predicted scores Dice = precision = sensitivity = lesion F1 = 1;
+predicting nothing where there are lesions gives precision 0 (not undefined); predicting lesions
+where there are none gives sensitivity 0.
 """
 
 from __future__ import annotations
@@ -30,18 +37,37 @@ from radfusion.slices import read_slices, resize_images, resize_masks
 
 log = logging.getLogger(__name__)
 
+# Keys of lesion_metrics, in order.
+LESION_METRIC_KEYS = (
+    "true_lesions", "predicted_lesions", "detected_lesions", "false_lesions", "ltpr", "lfpr", "lesion_f1", "avd",
+)
+# Keys of score_volume, in order (the external tables' score columns).
+VOLUME_SCORE_COLUMNS = (
+    "dice", "precision", "sensitivity", "ltpr", "lfpr", "lesion_f1", "avd", "true_voxels", "predicted_voxels",
+    "true_lesions", "predicted_lesions", "detected_lesions", "false_lesions",
+)
+# lesion_metrics key -> its column in the cross-validation tables, which already hold 2D per-slice
+# lesion columns of the same names: the component-based keys get the suffix "_3d".
+CV_LESION_COLUMNS = {
+    "ltpr": "ltpr_3d", "lfpr": "lfpr_3d", "lesion_f1": "lesion_f1_3d", "avd": "avd",
+    "true_lesions": "true_lesions_3d", "predicted_lesions": "predicted_lesions_3d",
+    "detected_lesions": "detected_lesions_3d", "false_lesions": "false_lesions_3d",
+}
 SUBJECT_COLUMNS = (
     "subject", "fold", "dice", "precision", "sensitivity", "lesion_f1", "lesion_precision",
     "lesion_sensitivity", "n_slices", "true_voxels", "predicted_voxels", "tp", "fp", "fn",
     "true_lesions", "predicted_lesions", "detected_lesions", "correct_predicted_lesions",
+    *CV_LESION_COLUMNS.values(),
 )
 SLICE_COLUMNS = (
     "subject", "fold", "slice", "dice", "precision", "sensitivity", "lesion_f1", "true_voxels",
     "predicted_voxels", "tp", "fp", "fn", "true_lesions", "predicted_lesions", "detected_lesions",
-    "correct_predicted_lesions",
+    "correct_predicted_lesions", *CV_LESION_COLUMNS.values(),
 )
 # 8-connectivity in 2D: diagonal neighbours belong to the same lesion.
 CONNECTIVITY_2D = np.ones((3, 3), dtype=bool)
+# 3D neighbourhoods: 6 (faces), 18 (faces and edges), 26 (faces, edges and corners).
+CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}
 INFERENCE_BATCH = 32
 
 
@@ -161,6 +187,172 @@ def lesion_scores(counts: Mapping[str, int]) -> dict[str, float]:
     return {"lesion_precision": precision, "lesion_sensitivity": sensitivity, "lesion_f1": f1}
 
 
+def _sized_components(mask: np.ndarray, structure: np.ndarray, min_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of ``mask`` with at least ``min_voxels`` voxels.
+
+    Returns the labels (0 = background or a dropped component, then 1..n consecutively) and the
+    size of each kept component (length n).
+    """
+    labels, n = ndimage.label(mask, structure=structure)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= max(min_voxels, 1)
+    keep[0] = False
+    relabel = np.zeros(n + 1, dtype=labels.dtype)
+    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=labels.dtype)
+    return relabel[labels], sizes[keep]
+
+
+def _hit(labels: np.ndarray, sizes: np.ndarray, other: np.ndarray, min_overlap: float) -> np.ndarray:
+    """Per component of ``labels``: is the fraction of its voxels inside ``other`` > ``min_overlap``?"""
+    covered = np.bincount(labels[other], minlength=sizes.size + 1)[1:]
+    return covered > min_overlap * sizes
+
+
+def lesion_metrics(
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    *,
+    min_lesion_voxels: int = 3,
+    min_overlap: float = 0.0,
+    connectivity: int = 26,
+) -> dict[str, float]:
+    """Lesion-level detection metrics of a 3D prediction, as the MS lesion challenges define them.
+
+    Parameters
+    ----------
+    prediction, truth : ndarray, shape (X, Y, Z)
+        Binary masks on the same grid.
+    min_lesion_voxels : int
+        Connected components with fewer voxels are removed from *both* masks before lesions are
+        counted and matched (config ``evaluation.min_lesion_voxels``). 0 or 1 keeps every
+        component. Not applied to ``avd``.
+    min_overlap : float in [0, 1)
+        A reference lesion is detected when the fraction of its voxels covered by the (size
+        filtered) prediction is greater than ``min_overlap``; a predicted lesion is a true
+        positive when the fraction of its voxels inside the (size filtered) reference is greater
+        than ``min_overlap``. 0 (default): any overlap of one voxel.
+    connectivity : {6, 18, 26}
+        3D neighbourhood of a lesion's voxels: faces, + edges, + corners.
+
+    Returns
+    -------
+    metrics : dict
+        Keys ``LESION_METRIC_KEYS``: ``true_lesions`` and ``predicted_lesions`` (components
+        kept), ``detected_lesions`` (reference lesions hit), ``false_lesions`` (predicted lesions
+        hitting no reference lesion), ``ltpr = detected / true``, ``lfpr = false / predicted``,
+        ``lesion_f1`` (harmonic mean of LTPR and the lesion precision ``1 - LFPR``) and
+        ``avd = |V_pred - V_true| / V_true * 100`` on the unfiltered masks' voxel counts.
+
+    Notes
+    -----
+    Each side is matched independently, so a reference lesion split into two predicted pieces
+    counts once as detected and both pieces as true positives (LTPR 1, LFPR 0), and one
+    predicted blob over two reference lesions detects both (LTPR 1, LFPR 0).
+
+    Empty sets: ``ltpr`` is NaN when there is no reference lesion and ``lfpr`` NaN when there is
+    no predicted lesion (a rate over nothing; table means skip them). ``lesion_f1`` is always
+    defined: 1 when both lesion sets are empty, 0 when exactly one is, else the harmonic mean
+    (0 when LTPR and the precision are both 0). ``avd`` is 0 when both masks are empty and NaN
+    when only the reference is.
+    """
+    prediction, truth = _as_binary_pair(prediction, truth)
+    if prediction.ndim != 3:
+        raise ValueError(f"expected 3D masks (X, Y, Z), got shape {prediction.shape}")
+    if connectivity not in CONNECTIVITY_RANK:
+        raise ValueError(f"connectivity must be one of {sorted(CONNECTIVITY_RANK)}, got {connectivity}")
+    if int(min_lesion_voxels) != min_lesion_voxels or min_lesion_voxels < 0:
+        raise ValueError(f"min_lesion_voxels must be an integer >= 0, got {min_lesion_voxels}")
+    if not 0.0 <= min_overlap < 1.0:
+        raise ValueError(f"min_overlap must be in [0, 1), got {min_overlap}")
+    structure = ndimage.generate_binary_structure(3, CONNECTIVITY_RANK[connectivity])
+    true_labels, true_sizes = _sized_components(truth, structure, int(min_lesion_voxels))
+    pred_labels, pred_sizes = _sized_components(prediction, structure, int(min_lesion_voxels))
+    n_true, n_pred = true_sizes.size, pred_sizes.size
+    detected = int(_hit(true_labels, true_sizes, pred_labels > 0, min_overlap).sum())
+    false = n_pred - int(_hit(pred_labels, pred_sizes, true_labels > 0, min_overlap).sum())
+    nan = float("nan")
+    ltpr = detected / n_true if n_true else nan
+    lfpr = false / n_pred if n_pred else nan
+    if n_true == 0 or n_pred == 0:
+        f1 = 1.0 if n_true == n_pred else 0.0
+    else:
+        precision = 1.0 - lfpr
+        f1 = 0.0 if ltpr + precision == 0 else 2 * ltpr * precision / (ltpr + precision)
+    true_voxels, predicted_voxels = int(np.count_nonzero(truth)), int(np.count_nonzero(prediction))
+    if true_voxels:
+        avd = abs(predicted_voxels - true_voxels) / true_voxels * 100.0
+    else:
+        avd = 0.0 if predicted_voxels == 0 else nan
+    return {
+        "true_lesions": n_true, "predicted_lesions": n_pred, "detected_lesions": detected,
+        "false_lesions": false, "ltpr": ltpr, "lfpr": lfpr, "lesion_f1": f1, "avd": avd,
+    }
+
+
+def score_volume(
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    *,
+    min_lesion_voxels: int = 3,
+    min_overlap: float = 0.0,
+    connectivity: int = 26,
+) -> dict[str, float]:
+    """Whole-volume scores of a 3D binary prediction against a 3D reference.
+
+    Parameters
+    ----------
+    prediction, truth : ndarray, shape (X, Y, Z)
+        Binary masks on the same grid.
+    min_lesion_voxels, min_overlap, connectivity
+        As :func:`lesion_metrics`.
+
+    Returns
+    -------
+    scores : dict
+        Keys ``VOLUME_SCORE_COLUMNS``: voxel-wise ``dice``, ``precision``, ``sensitivity``
+        (:func:`overlap_scores`, module empty-mask convention, on the unfiltered masks), the
+        :func:`lesion_metrics`, ``true_voxels`` and ``predicted_voxels``.
+    """
+    tp, fp, fn = confusion_counts(prediction, truth)
+    scores = {
+        **overlap_scores(tp, fp, fn),
+        **lesion_metrics(
+            prediction, truth, min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap, connectivity=connectivity
+        ),
+        "true_voxels": tp + fn,
+        "predicted_voxels": tp + fp,
+    }
+    return {key: scores[key] for key in VOLUME_SCORE_COLUMNS}
+
+
+def stack_exported_slices(masks: np.ndarray, slice_index: Sequence[int]) -> np.ndarray:
+    """Slices (n, H, W) stacked in axial order, an empty slice between non-adjacent indices.
+
+    3D labelling of the result equals labelling the subject's volume with only the exported
+    slices filled: slices at consecutive indices touch, slices further apart never do.
+    """
+    masks = np.asarray(masks)
+    index = np.asarray(slice_index, dtype=int)
+    if index.size != masks.shape[0]:
+        raise ValueError(f"expected one slice index per slice, got {index.size} for {masks.shape[0]} slices")
+    if index.size == 0:
+        return masks
+    order = np.argsort(index, kind="stable")
+    index = index[order]
+    if np.any(np.diff(index) == 0):
+        raise ValueError(f"slice indices repeat: {index.tolist()}")
+    gaps = np.concatenate([[0], np.diff(index) > 1]).astype(int)
+    position = np.arange(index.size) + np.cumsum(gaps)
+    stack = np.zeros((int(position[-1]) + 1, *masks.shape[1:]), dtype=masks.dtype)
+    stack[position] = masks[order]
+    return stack
+
+
+def _cv_lesion_columns(metrics: Mapping[str, float]) -> dict[str, float]:
+    """:func:`lesion_metrics` keys renamed to their cross-validation table columns."""
+    return {column: metrics[key] for key, column in CV_LESION_COLUMNS.items()}
+
+
 def score_subject(
     predictions: np.ndarray,
     truths: np.ndarray,
@@ -168,6 +360,8 @@ def score_subject(
     subject: str,
     fold: int,
     slice_index: Sequence[int],
+    min_lesion_voxels: int = 3,
+    min_overlap: float = 0.0,
 ) -> tuple[dict, list[dict]]:
     """Score one subject's predicted slices against the truth: pooled and per slice.
 
@@ -179,21 +373,28 @@ def score_subject(
     fold : int
     slice_index : sequence of int
         Axial index of each slice.
+    min_lesion_voxels, min_overlap : optional
+        Of :func:`lesion_metrics` (config ``evaluation``), for the ``CV_LESION_COLUMNS``.
 
     Returns
     -------
     subject_row : dict
         Keys of ``SUBJECT_COLUMNS``: voxel counts pooled over the n slices, scores from the
-        pooled counts (not a mean of per-slice scores), lesion counts summed over slices.
-        Scores are NaN when the subject has no exported slice.
+        pooled counts (not a mean of per-slice scores), 2D lesion counts summed over slices.
+        The ``CV_LESION_COLUMNS`` are :func:`lesion_metrics` (26-connectivity) of the slices
+        stacked in axial order (:func:`stack_exported_slices`): lesions join across exported
+        slices only where their indices are adjacent. Scores are NaN when the subject has no
+        exported slice.
     slice_rows : list of dict
-        Keys of ``SLICE_COLUMNS``, one per slice.
+        Keys of ``SLICE_COLUMNS``, one per slice; the ``CV_LESION_COLUMNS`` of a slice are
+        :func:`lesion_metrics` of the slice alone (a one-slice volume).
     """
     predictions, truths = _as_binary_pair(predictions, truths)
     if predictions.ndim != 3 or predictions.shape[0] != len(slice_index):
         raise ValueError(
             f"expected (n, H, W) masks for {len(slice_index)} slices, got shape {predictions.shape}"
         )
+    options = {"min_lesion_voxels": min_lesion_voxels, "min_overlap": min_overlap}
     slice_rows = []
     for k, p, t in zip(slice_index, predictions, truths):
         tp, fp, fn = confusion_counts(p, t)
@@ -205,20 +406,30 @@ def score_subject(
                 "lesion_f1": lesion_scores(counts)["lesion_f1"],
                 "true_voxels": tp + fn, "predicted_voxels": tp + fp, "tp": tp, "fp": fp, "fn": fn,
                 **counts,
+                **_cv_lesion_columns(lesion_metrics(p[None], t[None], **options)),
             }
         )
     tp, fp, fn = (sum(row[key] for row in slice_rows) for key in ("tp", "fp", "fn"))
     counts = {key: sum(row[key] for row in slice_rows) for key in
               ("true_lesions", "detected_lesions", "predicted_lesions", "correct_predicted_lesions")}
     scores = {**overlap_scores(tp, fp, fn), **lesion_scores(counts)}
-    if not slice_rows:
+    if slice_rows:
+        lesions = _cv_lesion_columns(
+            lesion_metrics(
+                stack_exported_slices(predictions, slice_index), stack_exported_slices(truths, slice_index), **options
+            )
+        )
+    else:
         # No exported slice (e.g. an empty mask): nothing was scored, so no score (NaN), rather
         # than the "both empty" 1 that would inflate the fold mean.
         scores = dict.fromkeys(scores, float("nan"))
+        lesions = _cv_lesion_columns(
+            {key: 0 if key.endswith("_lesions") else float("nan") for key in LESION_METRIC_KEYS}
+        )
     subject_row = {
         "subject": subject, "fold": fold, **scores,
         "n_slices": len(slice_rows), "true_voxels": tp + fn, "predicted_voxels": tp + fp,
-        "tp": tp, "fp": fp, "fn": fn, **counts,
+        "tp": tp, "fp": fp, "fn": fn, **counts, **lesions,
     }
     return subject_row, slice_rows
 
@@ -324,6 +535,8 @@ def evaluate_cross_validation(
     *,
     threshold: float = 0.5,
     device: str | torch.device | None = None,
+    min_lesion_voxels: int = 3,
+    min_overlap: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Evaluate every fold's final model on its test subjects (SPEC stage 8).
 
@@ -339,6 +552,8 @@ def evaluate_cross_validation(
         On the sigmoid probability (config ``evaluation.threshold``).
     device : optional
         ``None``: CUDA when present, else the CPU.
+    min_lesion_voxels, min_overlap : optional
+        Of the lesion-level metrics (config ``evaluation``; :func:`lesion_metrics`).
 
     Returns
     -------
@@ -365,7 +580,8 @@ def evaluate_cross_validation(
                 model, arrays["images"], channels=info["channels"], image_size=info["image_size"], threshold=threshold
             )
             row, rows = score_subject(
-                predicted, arrays["masks"], subject=subject, fold=fold, slice_index=arrays["slice_index"]
+                predicted, arrays["masks"], subject=subject, fold=fold, slice_index=arrays["slice_index"],
+                min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap,
             )
             subject_rows.append(row)
             slice_rows.extend(rows)
@@ -422,6 +638,9 @@ def best_flair_threshold(flair_slices: Sequence[np.ndarray], masks: Sequence[np.
 def evaluate_baselines(
     slice_paths: Mapping[str, str | os.PathLike],
     folds: Mapping[str, int],
+    *,
+    min_lesion_voxels: int = 3,
+    min_overlap: float = 0.0,
 ) -> pd.DataFrame:
     """Score two non-learned baselines with the same metrics as the networks.
 
@@ -431,6 +650,8 @@ def evaluate_baselines(
         ``subject -> exported slices (.npz)``.
     folds : mapping
         ``subject -> fold``.
+    min_lesion_voxels, min_overlap : optional
+        Of the lesion-level metrics (config ``evaluation``; :func:`lesion_metrics`).
 
     Returns
     -------
@@ -462,7 +683,8 @@ def evaluate_baselines(
             }
             for name, (predicted, t) in candidates.items():
                 row, _ = score_subject(
-                    predicted, truth, subject=subject, fold=fold, slice_index=arrays[subject]["slice_index"]
+                    predicted, truth, subject=subject, fold=fold, slice_index=arrays[subject]["slice_index"],
+                    min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap,
                 )
                 rows.append({"baseline": name, "threshold": t, **row})
     return pd.DataFrame(rows, columns=["baseline", "threshold", *SUBJECT_COLUMNS])

@@ -40,6 +40,53 @@ SAMPLES = read_id_sheet(
 )
 
 SUBJECTS = list(SAMPLES.index)
+
+
+def read_external_sheet():
+    """The external test cohort of config external.samples (columns subject, flair, mask, as the
+    sample sheet), or None when the key is unset. Its subjects share the per-subject folders of
+    import, normalize and radiomics (results/nifti/{subject}/, ...) with the training cohort, so
+    an ID in both sheets is refused; so is an image listed in both (it would be tested on data it
+    was trained on).
+    """
+    path = config["external"].get("samples")
+    if not path:
+        return None
+    sheet = read_id_sheet(
+        path, ["subject", "flair", "mask"], "../schemas/samples.schema.yaml"
+    )
+    shared = sorted(set(sheet.index) & set(SUBJECTS))
+    if shared:
+        raise ValueError(
+            f"{path}: external subject ID(s) {shared} are also in the sample sheet "
+            f"{config['samples']}; the two cohorts share the per-subject folders "
+            f"(results/nifti/{{subject}}/ ...), so rename the external subjects"
+        )
+    training_files = {
+        os.path.realpath(file): subject
+        for subject, row in SAMPLES.iterrows()
+        for file in (row["flair"], row["mask"])
+        if file
+    }
+    reused = [
+        f"{subject} {column} = {row[column]} (training subject "
+        f"{training_files[os.path.realpath(row[column])]})"
+        for subject, row in sheet.iterrows()
+        for column in ("flair", "mask")
+        if row[column] and os.path.realpath(row[column]) in training_files
+    ]
+    if reused:
+        raise ValueError(
+            f"{path}: external file(s) also listed in the sample sheet {config['samples']}: "
+            f"{'; '.join(reused)}; an external subject must never be used for training"
+        )
+    return sheet
+
+
+# External validation (external.smk): its subjects go through import, normalize and radiomics
+# like SUBJECTS, never through slices, folds, training or the cohort's features table.
+EXTERNAL = read_external_sheet()
+EXTERNAL_SUBJECTS = [] if EXTERNAL is None else list(EXTERNAL.index)
 MODELS = list(config["models"])
 INPUTS = list(config["inputs"])
 FOLDS = list(range(1, config["folds"] + 1))
@@ -56,7 +103,11 @@ ENCODER_WEIGHTS_FILE = os.path.join(
 
 
 wildcard_constraints:
-    subject="|".join(map(re.escape, SUBJECTS)) if SUBJECTS else "[^/]+",
+    subject=(
+        "|".join(map(re.escape, SUBJECTS + EXTERNAL_SUBJECTS))
+        if SUBJECTS + EXTERNAL_SUBJECTS
+        else "[^/]+"
+    ),
     model="|".join(MODELS),
     input="|".join(INPUTS),
     fold=r"\d+",
@@ -64,7 +115,12 @@ wildcard_constraints:
 
 def get_final_output():
     """Every target of a full run (rule all)."""
-    return get_feature_output() + get_model_evaluation_output() + get_stats_output()
+    return (
+        get_feature_output()
+        + get_model_evaluation_output()
+        + get_stats_output()
+        + get_external_output()
+    )
 
 
 def get_feature_output():
@@ -81,14 +137,21 @@ def get_feature_output():
     ]
 
 
+def get_sample_sheet(subject):
+    """The sheet listing a subject: the sample sheet, or the external cohort's (external.samples)."""
+    if subject in SAMPLES.index or EXTERNAL is None:
+        return SAMPLES
+    return EXTERNAL
+
+
 def get_flair_source(wildcards):
-    """The subject's FLAIR as listed in the sample sheet (NIfTI file or DICOM folder)."""
-    return SAMPLES.loc[wildcards.subject, "flair"]
+    """The subject's FLAIR as listed in its sheet (NIfTI file or DICOM folder)."""
+    return get_sample_sheet(wildcards.subject).loc[wildcards.subject, "flair"]
 
 
 def get_mask_source(wildcards):
-    """The subject's lesion mask as listed in the sample sheet."""
-    return SAMPLES.loc[wildcards.subject, "mask"]
+    """The subject's lesion mask as listed in its sheet."""
+    return get_sample_sheet(wildcards.subject).loc[wildcards.subject, "mask"]
 
 
 def get_demo_seed(wildcards):
@@ -339,3 +402,90 @@ def get_predict_output(wildcards):
     """Every output of rule predict (predict.smk) for every patient of the predict.samples sheet."""
     patients = [] if PREDICT_PATIENTS is None else list(PREDICT_PATIENTS.index)
     return expand(rules.predict.output, patient=patients)
+
+
+# External validation (the paper's models were validated on one dataset only; external.smk): the
+# cohort of config external.samples, segmented by every (model, input)'s averaged fold models.
+def get_external_output():
+    """The external stage's targets, none when external.samples is unset: the external subjects'
+    feature maps, per-run masks and subject tables, Figure 5 and (with both inputs) Table 5.
+    """
+    if not EXTERNAL_SUBJECTS:
+        return []
+    outputs = (
+        expand(
+            "results/features/{subject}/{feature}.nii.gz",
+            subject=EXTERNAL_SUBJECTS,
+            feature=["cr", "re"],
+        )
+        + [
+            f"results/external/{run['model']}/{run['input']}/subjects.tsv"
+            for run in get_model_input_runs()
+        ]
+        + expand("results/figures/figure5.{ext}", ext=["png", "svg"])
+    )
+    if set(COMPARED_INPUTS) <= set(INPUTS):
+        outputs.append("results/tables/table5.csv")
+    return outputs
+
+
+def check_external_cohort():
+    """Stop a target of the external stage (Table 5, Figure 5, results/external/) when
+    config external.samples is unset, naming the key."""
+    if not EXTERNAL_SUBJECTS:
+        raise ValueError(
+            "no external cohort: set config external.samples to a TSV with columns subject, "
+            "flair, mask (e.g. --config external='{samples: external.tsv}')"
+        )
+
+
+def get_external_flairs(wildcards):
+    """The imported (canonical) FLAIR of every external subject, EXTERNAL_SUBJECTS order."""
+    check_external_cohort()
+    return expand("results/nifti/{subject}/flair.nii.gz", subject=EXTERNAL_SUBJECTS)
+
+
+def get_external_subjects_tables():
+    """results/external/{model}/{input}/subjects.tsv of every run, in get_model_input_runs() order."""
+    check_external_cohort()
+    return [
+        f"results/external/{run['model']}/{run['input']}/subjects.tsv"
+        for run in get_model_input_runs()
+    ]
+
+
+def get_table5_inputs(wildcards):
+    """Table 5's files: the external subject tables of every run (get_model_input_runs() order)
+    and, named cv, the cross-validation subjects.tsv of every run and fold (then fold order).
+    """
+    return {
+        "external": get_external_subjects_tables(),
+        "cv": [
+            f"results/eval/{run['model']}/{run['input']}/fold{fold}/subjects.tsv"
+            for run in get_model_input_runs()
+            for fold in FOLDS
+        ],
+    }
+
+
+def get_figure5_inputs(wildcards):
+    """Figure 5's files: the external masks of every run (get_model_input_runs() order, then
+    EXTERNAL_SUBJECTS order) and each external subject's mask, normalized FLAIR and brain mask.
+    """
+    check_external_cohort()
+    return {
+        "predictions": [
+            f"results/external/{run['model']}/{run['input']}/{subject}.nii.gz"
+            for run in get_model_input_runs()
+            for subject in EXTERNAL_SUBJECTS
+        ],
+        "masks": expand(
+            "results/nifti/{subject}/mask.nii.gz", subject=EXTERNAL_SUBJECTS
+        ),
+        "flairs": expand(
+            "results/normalized/{subject}/flair.nii.gz", subject=EXTERNAL_SUBJECTS
+        ),
+        "brains": expand(
+            "results/normalized/{subject}/brain.nii.gz", subject=EXTERNAL_SUBJECTS
+        ),
+    }

@@ -29,6 +29,8 @@ rule evaluate_models:
         subjects=SUBJECTS,
         folds=FOLDS,
         threshold=config["evaluation"]["threshold"],
+        min_lesion_voxels=config["evaluation"]["min_lesion_voxels"],
+        min_overlap=config["evaluation"]["min_overlap"],
     threads: 2
     resources:
         gpu=1,
@@ -54,6 +56,8 @@ rule evaluate_baselines:
         "benchmarks/results/evaluation/baselines.tsv"
     params:
         subjects=SUBJECTS,
+        min_lesion_voxels=config["evaluation"]["min_lesion_voxels"],
+        min_overlap=config["evaluation"]["min_overlap"],
     threads: 1
     resources:
         mem_mb=8000,

@@ -22,6 +22,8 @@ subject_table, slice_table, predictions = evaluate_cross_validation(
     dict(zip(subjects, snakemake.input.slices)),
     folds,
     threshold=snakemake.params.threshold,
+    min_lesion_voxels=snakemake.params.min_lesion_voxels,
+    min_overlap=snakemake.params.min_overlap,
 )
 for fold, subjects_path, slices_path in zip(snakemake.params.folds, snakemake.output.subjects, snakemake.output.slices):
     write_table(subject_table[subject_table["fold"] == fold], subjects_path)

@@ -8,7 +8,15 @@ import pandas as pd
 
 from radfusion.protocol import INPUT_LABELS, MODEL_LABELS
 
-METRIC_LABELS = {"dice": "Dice score", "precision": "Precision", "sensitivity": "Sensitivity"}
+METRIC_LABELS = {
+    "dice": "Dice score",
+    "precision": "Precision",
+    "sensitivity": "Sensitivity",
+    "ltpr": "Lesion TPR (LTPR)",
+    "lfpr": "Lesion FPR (LFPR)",
+    "lesion_f1": "Lesion F1",
+    "avd": "Volume difference (AVD, %)",
+}
 
 
 def mean_sd_text(mean: float, sd: float, *, digits: int = 3) -> str:
@@ -50,6 +58,22 @@ def sdd_display_table(table: pd.DataFrame, *, baseline: str = "mri", fusion: str
             INPUT_LABELS.get(baseline, baseline): table[f"{baseline}_mean_sd"],
             INPUT_LABELS.get(fusion, fusion): table[f"{fusion}_mean_sd"],
             "p-value": [p_value_text(p) for p in table["p_value"]],
+        }
+    )
+
+
+def external_display_table(table: pd.DataFrame, *, baseline: str = "mri", fusion: str = "mri_radiomics") -> pd.DataFrame:
+    """Text of Table 5: Model | Metric | MRI | MRI+radiomics | p-value | the same two, cross-validated."""
+    p_values = ["n/a" if pd.isna(p) else p_value_text(p) for p in table["p_bonferroni"]]
+    return pd.DataFrame(
+        {
+            "Model": [MODEL_LABELS.get(m, m) for m in table["model"]],
+            "Metric": [METRIC_LABELS.get(m, m) for m in table["metric"]],
+            f"{INPUT_LABELS.get(baseline, baseline)}, external": table[f"{baseline}_mean_sd"],
+            f"{INPUT_LABELS.get(fusion, fusion)}, external": table[f"{fusion}_mean_sd"],
+            "p-value (Bonferroni)": p_values,
+            f"{INPUT_LABELS.get(baseline, baseline)}, cross-validated": table[f"cv_{baseline}_mean_sd"],
+            f"{INPUT_LABELS.get(fusion, fusion)}, cross-validated": table[f"cv_{fusion}_mean_sd"],
         }
     )
 

@@ -1,11 +1,14 @@
-"""Tables 1-4 and the SDD table as numeric DataFrames (SPEC stage 9).
+"""Tables 1-5 and the SDD table as numeric DataFrames (SPEC stage 9; Table 5: external validation).
 
 - a fold's score is the mean over its test subjects; Tables 1 and 3 report the mean and the
   *population* standard deviation (``ddof=0``) of the fold scores;
 - MRI and MRI+radiomics are compared with the two-sided Wilcoxon signed-rank test over paired
   per-subject (or, optionally, per-slice) values, Bonferroni-adjusted for the three metrics;
 - training stability is the SDD of each validation-Dice curve (Equations 4-5), compared over
-  the paired folds with the same test (one test per model, not adjusted).
+  the paired folds with the same test (one test per model, not adjusted);
+- Table 5 (:func:`external_summary_table`): the whole-volume scores of an external cohort, mean
+  and *sample* SD (``ddof=1``) over its subjects, the same paired test over subjects,
+  Bonferroni-adjusted over the metrics tested, next to the cross-validated numbers.
 
 Numeric columns stay numeric (CSV for machines); :mod:`radfusion.stats.display` gives the
 paper-style text.
@@ -24,6 +27,7 @@ from radfusion.stats.display import mean_sd_text
 from radfusion.stats.tests import (
     bonferroni_adjust,
     population_sd,
+    sample_sd,
     standard_deviation_of_derivatives,
     wilcoxon_signed_rank,
 )
@@ -33,6 +37,12 @@ PAIRED_UNIT_KEYS = {"subject": ("subject",), "slice": ("subject", "slice")}
 SUBJECT_COLUMNS = ("subject", "fold", *METRICS)
 SLICE_COLUMNS = ("subject", "fold", "slice", *METRICS)
 HISTORY_COLUMNS = ("epoch", "val_dice")
+# Table 5: the whole-volume scores of the external cohort summarized (of
+# radfusion.evaluate.VOLUME_SCORE_COLUMNS), and the columns of the cross-validation subjects
+# tables that hold the same metric where the name differs (radfusion.evaluate.CV_LESION_COLUMNS:
+# the 3D lesion metrics carry "_3d" next to the 2D per-slice ones).
+EXTERNAL_METRICS = ("dice", "precision", "sensitivity", "ltpr", "lfpr", "lesion_f1", "avd")
+CV_METRIC_COLUMNS = {"ltpr": "ltpr_3d", "lfpr": "lfpr_3d", "lesion_f1": "lesion_f1_3d"}
 
 
 def read_metric_tables(paths: Sequence[str | os.PathLike], *, required: Sequence[str] = SUBJECT_COLUMNS) -> pd.DataFrame:
@@ -376,4 +386,155 @@ def sdd_table(
             p_value=test.pvalue,
         )
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cross_validated_mean_sd(rows: pd.DataFrame, column: str) -> tuple[float, float, int]:
+    """Mean and population SD over folds of the fold means of ``column`` (NaN subjects skipped,
+    folds without a finite value left out), and the number of folds used; NaN, NaN, 0 when the
+    column is absent or has no finite value."""
+    if column not in rows.columns:
+        return float("nan"), float("nan"), 0
+    means = pd.to_numeric(rows[column], errors="coerce").groupby(rows["fold"]).mean().dropna()
+    if means.empty:
+        return float("nan"), float("nan"), 0
+    return float(means.mean()), population_sd(means.to_numpy()), len(means)
+
+
+def _spread_text(mean: float, sd: float, digits: int) -> str:
+    """``mean ± sd`` text; the mean alone when the SD is undefined, "n/a" without a mean."""
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if not np.isfinite(sd) else mean_sd_text(mean, sd, digits=digits)
+
+
+def external_summary_table(
+    external: pd.DataFrame,
+    cross_validated: pd.DataFrame | None = None,
+    *,
+    metrics: Sequence[str] = EXTERNAL_METRICS,
+    models: Sequence[str] | None = None,
+    baseline: str = "mri",
+    fusion: str = "mri_radiomics",
+    cv_columns: Mapping[str, str] = CV_METRIC_COLUMNS,
+    zero_method: str = "wilcox",
+) -> pd.DataFrame:
+    """Table 5: external-cohort scores per model and input, MRI vs MRI+radiomics, next to the
+    cross-validated ones.
+
+    Parameters
+    ----------
+    external : DataFrame
+        One row per (model, input, external subject): ``subject``, ``model``, ``input`` and the
+        metric columns (``results/external/{model}/{input}/subjects.tsv`` of every run,
+        :func:`radfusion.external.segment_external_cohort`).
+    cross_validated : DataFrame, optional
+        The cross-validation's per-subject rows of the same runs (``subjects.tsv`` of every fold)
+        with ``model``, ``input`` and ``fold`` added; their numbers go next to the external ones.
+    metrics : sequence of str
+        Metric columns, one row each per model; every one is tested, so the Bonferroni family
+        of a model is the metrics with a test.
+    models : sequence of str, optional
+        Row order; default the models of ``external`` in sorted order.
+    baseline, fusion : str
+        The two inputs compared; each model needs both.
+    cv_columns : mapping
+        Metric -> its column in ``cross_validated`` where the names differ (default
+        ``CV_METRIC_COLUMNS``).
+    zero_method : str
+        Passed to :func:`wilcoxon_signed_rank`.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per (model, metric), columns ``model``, ``metric``; for the baseline then the
+        fusion input ``{input}_mean``, ``{input}_sd``, ``{input}_mean_sd`` and ``{input}_n``
+        (subjects with a finite value); ``n_subjects``, ``n_pairs``, ``n_nonzero``,
+        ``wilcoxon_statistic``, ``wilcoxon_method``, ``p_value``, ``p_bonferroni``; then for
+        each input ``cv_{input}_mean``, ``cv_{input}_sd``, ``cv_{input}_mean_sd`` and
+        ``cv_{input}_folds``.
+
+    Notes
+    -----
+    External: mean and *sample* SD (``ddof=1``, :func:`sample_sd`; NaN for one subject) over
+    the external subjects with a finite value (LTPR is undefined without a reference lesion,
+    LFPR without a predicted one). The two-sided Wilcoxon signed-rank test pairs each subject's
+    value under both inputs (subjects with a NaN under either left out); p is NaN when no pair
+    is left. p-values are multiplied by the number of the model's metrics with a test, capped
+    at 1. Two subjects give at best p = 0.5 before adjustment.
+
+    Cross-validated: as Tables 1 and 3, the mean and population SD of the fold means (for Dice,
+    precision and sensitivity Tables 1 and 3's numbers); folds whose subjects have no finite
+    value are left out (``cv_{input}_folds`` counts the folds used; LFPR is undefined in a fold
+    where the model predicted no lesion on the test slices).
+    The cross-validation scores lesion slices only, so its precision and false-positive rates
+    are not comparable one to one with the whole-volume external ones.
+    """
+    _check_columns(external, ("subject", "model", "input", *metrics), "external")
+    if cross_validated is not None:
+        _check_columns(cross_validated, ("subject", "model", "input", "fold"), "cross_validated")
+    models = sorted(external["model"].unique()) if models is None else list(models)
+    rows = []
+    for model in models:
+        per_input = {}
+        for input_name in (baseline, fusion):
+            runs = external[(external["model"] == model) & (external["input"] == input_name)]
+            if runs.empty:
+                raise ValueError(f"external: no subject scored by model {model!r} with input {input_name!r}")
+            per_input[input_name] = runs
+        model_rows = []
+        for metric in metrics:
+            digits = 1 if metric == "avd" else 3
+            row: dict[str, object] = {"model": model, "metric": metric}
+            for input_name, runs in per_input.items():
+                values = pd.to_numeric(runs[metric], errors="coerce").to_numpy(dtype=np.float64)
+                values = values[np.isfinite(values)]
+                mean = float(values.mean()) if values.size else float("nan")
+                sd = sample_sd(values) if values.size else float("nan")
+                row.update(
+                    {
+                        f"{input_name}_mean": mean,
+                        f"{input_name}_sd": sd,
+                        f"{input_name}_mean_sd": _spread_text(mean, sd, digits),
+                        f"{input_name}_n": int(values.size),
+                    }
+                )
+            row["n_subjects"] = int(per_input[baseline]["subject"].nunique())
+            a, b = paired_values(per_input[baseline], per_input[fusion], metric=metric, paired_unit="subject")
+            if a.size:
+                test = wilcoxon_signed_rank(a, b, zero_method=zero_method)
+                row.update(
+                    n_pairs=test.n_pairs,
+                    n_nonzero=test.n_nonzero,
+                    wilcoxon_statistic=test.statistic,
+                    wilcoxon_method=test.method,
+                    p_value=test.pvalue,
+                )
+            else:
+                row.update(n_pairs=0, n_nonzero=0, wilcoxon_statistic=np.nan, wilcoxon_method="none", p_value=np.nan)
+            model_rows.append(row)
+        tested = [row for row in model_rows if np.isfinite(row["p_value"])]
+        adjusted = bonferroni_adjust([row["p_value"] for row in tested]) if tested else []
+        for row in model_rows:
+            row["p_bonferroni"] = np.nan
+        for row, p in zip(tested, adjusted):
+            row["p_bonferroni"] = float(p)
+        for row in model_rows:
+            metric = row["metric"]
+            column = cv_columns.get(metric, metric)
+            for input_name in (baseline, fusion):
+                if cross_validated is None:
+                    mean, sd, n_folds = float("nan"), float("nan"), 0
+                else:
+                    cv = cross_validated[(cross_validated["model"] == model) & (cross_validated["input"] == input_name)]
+                    mean, sd, n_folds = _cross_validated_mean_sd(cv, column)
+                row.update(
+                    {
+                        f"cv_{input_name}_mean": mean,
+                        f"cv_{input_name}_sd": sd,
+                        f"cv_{input_name}_mean_sd": _spread_text(mean, sd, 1 if metric == "avd" else 3),
+                        f"cv_{input_name}_folds": n_folds,
+                    }
+                )
+        rows.extend(model_rows)
     return pd.DataFrame(rows)

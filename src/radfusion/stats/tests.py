@@ -65,6 +65,29 @@ def population_sd(values: ArrayLike) -> float:
     return float(np.std(_finite_vector(values, "values"), ddof=0))
 
 
+def sample_sd(values: ArrayLike) -> float:
+    """Sample standard deviation (``ddof=1``) of a 1-D sample; NaN for a single value.
+
+    Parameters
+    ----------
+    values : array_like, shape (n,)
+        Finite values, at least one.
+
+    Returns
+    -------
+    sd : float
+        ``sqrt(sum((x - mean(x))**2) / (n - 1))``; NaN when ``n == 1``.
+
+    Notes
+    -----
+    Table 5's spread over external subjects: the subjects are a sample of the external
+    population, so the unbiased-variance SD describes their spread (the folds of Tables 1 and
+    3, a partition of one cohort, use :func:`population_sd` as the paper does).
+    """
+    array = _finite_vector(values, "values")
+    return float("nan") if array.size < 2 else float(np.std(array, ddof=1))
+
+
 def standard_deviation_of_derivatives(val_scores: ArrayLike) -> float:
     """SDD of a validation curve: the population SD of its epoch-to-epoch changes.
 
