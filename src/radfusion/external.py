@@ -78,29 +78,22 @@ def segment_and_score(
 
     Notes
     -----
-    The segmentation is :func:`radfusion.predict.predict_lesion_mask` with the settings the
-    model files record, the call :func:`radfusion.predict.predict_patient` makes, so the mask
+    The segmentation is :func:`radfusion.predict.segment_with_fold_models` (the settings the
+    model files record), the call :func:`radfusion.predict.predict_patient` makes, so the mask
     equals ``radfusion predict``'s on the same FLAIR (which writes it back on the input's own
     axes, a permutation and flips of these voxels). Scores are computed on the whole volume;
     voxels of the reference outside the brain mask (where the FLAIR is 0) count as missed.
     """
     from radfusion.evaluate import score_volume
     from radfusion.normalize import brain_mask
-    from radfusion.predict import brain_slice_indices, predict_lesion_mask
+    from radfusion.predict import brain_slice_indices, segment_with_fold_models
 
     flair, truth = np.asarray(flair), np.asarray(truth)
     if flair.ndim != 3 or truth.shape != flair.shape:
         raise ValueError(
             f"subject '{subject}': expected a 3D FLAIR and a lesion mask of its shape, got {flair.shape} and {truth.shape}"
         )
-    mask, _ = predict_lesion_mask(
-        flair,
-        models,
-        channels=settings["channels"],
-        image_size=settings["image_size"],
-        threads=threads,
-        **dict(settings["preprocessing"]),
-    )
+    mask, _ = segment_with_fold_models(flair, models, settings, threads=threads)
     scores = score_volume(mask, truth, min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap)
     row = {
         "subject": subject,

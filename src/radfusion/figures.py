@@ -175,6 +175,32 @@ class ExampleSlice(NamedTuple):
     """(model, input) -> predicted mask, shape (x, y); drawn in this order."""
 
 
+def read_example_slice(
+    subject: str,
+    slice_index: int,
+    *,
+    flair: str,
+    brain: str,
+    mask: str,
+    predictions: Mapping[tuple[str, str], str],
+) -> ExampleSlice:
+    """One row of Figure 1 or 5 from files: axial slice ``slice_index`` of the normalized FLAIR,
+    the brain mask, the ground truth and each (model, input)'s predicted volume (NIfTI paths)."""
+    from radfusion.io import load_volume
+
+    def axial(path, dtype=np.float32):
+        return load_volume(path, dtype=dtype)[0][:, :, slice_index]
+
+    return ExampleSlice(
+        subject=subject,
+        slice_index=slice_index,
+        flair=axial(flair),
+        brain=axial(brain, np.uint8) > 0,
+        mask=axial(mask, np.uint8),
+        predictions={run: axial(path, np.uint8) for run, path in predictions.items()},
+    )
+
+
 def lesion_voxels_per_slice(mask: np.ndarray) -> np.ndarray:
     """Number of lesion voxels in each axial slice ``mask[:, :, k]`` of a 3D mask."""
     mask = np.asarray(mask)

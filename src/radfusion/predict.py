@@ -540,6 +540,33 @@ def load_fold_models(model_paths: Sequence[str | os.PathLike], *, device=None) -
     return models, settings[0]
 
 
+def segment_with_fold_models(
+    flair: np.ndarray,
+    models: Sequence,
+    settings: Mapping,
+    *,
+    threshold: float | None = None,
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_lesion_mask` with the settings the fold models record.
+
+    ``settings`` is what :func:`load_fold_models` returns (channels, image size and the
+    preprocessing); ``threshold`` overrides the recorded one. ``radfusion predict`` and the
+    external validation both segment through here, so their masks agree.
+    """
+    preprocessing = dict(settings["preprocessing"])
+    if threshold is not None:
+        preprocessing["threshold"] = float(threshold)
+    return predict_lesion_mask(
+        flair,
+        models,
+        channels=settings["channels"],
+        image_size=settings["image_size"],
+        threads=threads,
+        **preprocessing,
+    )
+
+
 def predict_patient(
     flair_source: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -600,9 +627,7 @@ def predict_patient(
     patient = patient or out_dir.resolve().name
     device = resolve_device(device)
     models, settings = load_fold_models(model_paths, device=device)
-    preprocessing = dict(settings["preprocessing"])
-    if threshold is not None:
-        preprocessing["threshold"] = float(threshold)
+    threshold = settings["preprocessing"]["threshold"] if threshold is None else float(threshold)
     with tempfile.TemporaryDirectory(prefix="radfusion-predict-") as tmp:
         input_nifti, flair, canonical_affine = _import_flair(flair_source, Path(tmp), patient)
         brain = brain_mask(flair)
@@ -616,14 +641,7 @@ def predict_patient(
             patient, settings["model_name"], settings["input_name"], len(models), device, flair.shape,
             np.round(zooms, 3).tolist(),
         )
-        mask, normalized = predict_lesion_mask(
-            flair,
-            models,
-            channels=settings["channels"],
-            image_size=settings["image_size"],
-            threads=threads,
-            **preprocessing,
-        )
+        mask, normalized = segment_with_fold_models(flair, models, settings, threshold=threshold, threads=threads)
         original_mask = canonical_to_original(mask, original.affine)
         if original_mask.shape != tuple(int(s) for s in original.shape[:3]):
             raise RuntimeError(f"mask mapped back has shape {original_mask.shape}, input has {original.shape[:3]}")
@@ -635,7 +653,7 @@ def predict_patient(
             "input": settings["input_name"],
             "folds": len(models),
             "cv_dice": cv_dice,
-            "threshold": preprocessing["threshold"],
+            "threshold": threshold,
             "lesion_count": len(lesions),
             "total_volume_ml": int(np.count_nonzero(original_mask)) * voxel_volume_ml(original.affine),
             "lesion_voxels": int(np.count_nonzero(original_mask)),

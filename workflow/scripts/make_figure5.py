@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from radfusion.figures import (
-    ExampleSlice,
     lesion_voxels_per_slice,
     plot_example_slices,
+    read_example_slice,
     save_figure,
     select_example_slices,
 )
@@ -40,18 +40,17 @@ for subject in subjects:
 chosen = select_example_slices(pd.DataFrame(rows), n_examples=snakemake.params.n_examples)
 logging.info("figure 5 slices (subject, axial index): %s", chosen)
 
-examples = []
-for subject, k in chosen:
-    examples.append(
-        ExampleSlice(
-            subject=subject,
-            slice_index=k,
-            flair=load_volume(flairs[subject])[0][:, :, k],
-            brain=load_volume(brains[subject], dtype=np.uint8)[0][:, :, k] > 0,
-            mask=load_volume(masks[subject], dtype=np.uint8)[0][:, :, k],
-            predictions={run: load_volume(predictions[run, subject], dtype=np.uint8)[0][:, :, k] for run in runs},
-        )
+examples = [
+    read_example_slice(
+        subject,
+        k,
+        flair=flairs[subject],
+        brain=brains[subject],
+        mask=masks[subject],
+        predictions={run: predictions[run, subject] for run in runs},
     )
+    for subject, k in chosen
+]
 figure = plot_example_slices(examples)
 figure.suptitle("External cohort: averaged fold models on whole volumes", fontsize="medium")
 save_figure(figure, snakemake.output.png, snakemake.output.svg)

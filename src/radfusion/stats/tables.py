@@ -395,7 +395,7 @@ def _cross_validated_mean_sd(rows: pd.DataFrame, column: str) -> tuple[float, fl
     column is absent or has no finite value."""
     if column not in rows.columns:
         return float("nan"), float("nan"), 0
-    means = pd.to_numeric(rows[column], errors="coerce").groupby(rows["fold"]).mean().dropna()
+    means = fold_means(rows.dropna(subset=[column]), metric=column)
     if means.empty:
         return float("nan"), float("nan"), 0
     return float(means.mean()), population_sd(means.to_numpy()), len(means)
