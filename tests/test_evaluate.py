@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from radfusion.evaluate import (
+    false_positive_voxels,
     CV_LESION_COLUMNS,
     LESION_METRIC_KEYS,
     SLICE_COLUMNS,
@@ -312,6 +313,32 @@ def test_lesion_metrics_refuses_bad_arguments():
         lesion_metrics(volume, volume, min_lesion_voxels=-1)
     with pytest.raises(ValueError, match="3D"):
         lesion_metrics(volume[0], volume[0])
+
+
+def test_false_positive_voxels_split_by_slices_with_and_without_reference_lesions():
+    truth = np.zeros((5, 5, 4), dtype=np.uint8)
+    truth[1:3, 1:3, 1] = 1  # a lesion on axial slice 1 only
+    prediction = np.zeros_like(truth)
+    prediction[1:3, 1:3, 1] = 1  # the lesion found: no false positive
+    prediction[4, 4, 1] = 1  # 1 false positive on the lesion slice
+    prediction[0, 0:3, 3] = 1  # 3 on lesion-free slice 3
+    prediction[2, 2, 0] = 1  # 1 on lesion-free slice 0
+    assert false_positive_voxels(prediction, truth) == {
+        "false_positive_voxels": 5,
+        "false_positive_voxels_lesion_free": 4,
+    }
+    # another slice axis: the lesion's rows x = 1, 2 are "slices with lesion" now
+    assert false_positive_voxels(prediction, truth, axis=0) == {
+        "false_positive_voxels": 5,
+        "false_positive_voxels_lesion_free": 4,  # x = 0 (3 voxels) and x = 4 (1 voxel); x = 2 holds a lesion
+    }
+    assert false_positive_voxels(np.zeros_like(truth), truth)["false_positive_voxels"] == 0
+    assert false_positive_voxels(prediction, np.zeros_like(truth)) == {
+        "false_positive_voxels": int(prediction.sum()),
+        "false_positive_voxels_lesion_free": int(prediction.sum()),
+    }
+    with pytest.raises(ValueError, match="differ in shape"):
+        false_positive_voxels(prediction, truth[:, :, :3])
 
 
 def test_score_volume_keys_and_voxel_scores():

@@ -14,7 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -59,6 +59,7 @@ class RuleDefinition:
     path: Path
     line: int
     directives: dict[str, str]
+    parent: str | None = None  # use rule <parent> as <name> with:
 
     def string(self, directive: str) -> str | None:
         """The string literal a directive holds (conda:, script:), or None."""
@@ -74,12 +75,17 @@ def workflow_files() -> list[Path]:
 
 
 def parse_rules(path: Path) -> list[RuleDefinition]:
-    """Rules of a Snakefile, read with the layout snakefmt enforces (directives indented once)."""
+    """Rules of a Snakefile, read with the layout snakefmt enforces (directives indented once).
+
+    ``use rule A as B with:`` gives B only the directives of its own block here, and A as its
+    ``parent``; :func:`all_rules` fills in the rest.
+    """
     lines = path.read_text().splitlines()
     rules = []
     for start, line in enumerate(lines):
         header = re.match(r"(?:rule|checkpoint)\s+(\w+)\s*:\s*$", line)
-        if header is None:
+        derived = re.match(r"use rule\s+(\w+)\s+as\s+(\w+)\s+with\s*:\s*$", line)
+        if header is None and derived is None:
             continue
         directives: dict[str, list[str]] = {}
         current = None
@@ -94,15 +100,24 @@ def parse_rules(path: Path) -> list[RuleDefinition]:
                 directives[current] = [match.group(3)]
             elif current is not None:
                 directives[current].append(body_line)
-        rules.append(
-            RuleDefinition(header.group(1), path, start + 1, {k: "\n".join(v) for k, v in directives.items()})
-        )
+        own = {k: "\n".join(v) for k, v in directives.items()}
+        if header:
+            rules.append(RuleDefinition(header.group(1), path, start + 1, own))
+        else:
+            rules.append(RuleDefinition(derived.group(2), path, start + 1, own, parent=derived.group(1)))
     return rules
 
 
 @cache
 def all_rules() -> tuple[RuleDefinition, ...]:
-    return tuple(rule for path in workflow_files() for rule in parse_rules(path))
+    """Every rule of the workflow; one made by ``use rule A as B with:`` has A's directives with
+    those of its own block in their place, as Snakemake gives it."""
+    rules = {rule.name: rule for path in workflow_files() for rule in parse_rules(path)}
+    for name, rule in rules.items():
+        if rule.parent is not None:
+            parent = rules[rule.parent]
+            rules[name] = replace(rule, directives={**parent.directives, **rule.directives})
+    return tuple(rules.values())
 
 
 def rule_ids():
@@ -167,11 +182,16 @@ def test_every_rule_that_makes_files_has_a_log(rule):
     assert "logs/" in rule.directives["log"], f"{rule.where()} logs outside logs/"
 
 
+def declared_gpus(rule: RuleDefinition) -> int:
+    match = re.search(r"\bgpu\s*=\s*(\d+)", rule.directives.get("resources", ""))
+    return int(match.group(1)) if match else 0
+
+
 def long_running_rules() -> list[RuleDefinition]:
     return [
         rule
         for rule in all_rules()
-        if rule.path.stem in LONG_RUNNING_STAGES or rule.name == TRAINING_RULE
+        if rule.path.stem in LONG_RUNNING_STAGES or rule.name == TRAINING_RULE or declared_gpus(rule) > 0
     ]
 
 
@@ -213,11 +233,6 @@ def test_gpu_cap_is_in_the_local_profile_only():
     training = slurm["set-resources"][TRAINING_RULE]
     assert training["gpu"] == 1
     assert training["slurm_partition"] != slurm["default-resources"]["slurm_partition"]
-
-
-def declared_gpus(rule: RuleDefinition) -> int:
-    match = re.search(r"\bgpu\s*=\s*(\d+)", rule.directives.get("resources", ""))
-    return int(match.group(1)) if match else 0
 
 
 def test_every_gpu_rule_runs_on_the_gpu_partition():

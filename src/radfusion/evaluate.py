@@ -289,6 +289,35 @@ def lesion_metrics(
     }
 
 
+def false_positive_voxels(prediction: np.ndarray, truth: np.ndarray, *, axis: int = 2) -> dict[str, int]:
+    """Predicted voxels outside the reference, split by whether their slice holds a reference lesion.
+
+    Parameters
+    ----------
+    prediction, truth : ndarray, shape (X, Y, Z)
+        Binary masks on the same grid.
+    axis : int
+        The slice axis (2: axial slices of a canonical RAS+ volume).
+
+    Returns
+    -------
+    counts : dict
+        ``false_positive_voxels`` (all of them) and ``false_positive_voxels_lesion_free``: those on
+        slices without any reference voxel, where a model trained on lesion slices only (the
+        paper's ``slices.brain_fraction: 0``) never saw an example. Multiply by the voxel volume
+        (:func:`radfusion.predict.voxel_volume_ml`) for millilitres.
+    """
+    prediction, truth = _as_binary_pair(prediction, truth)
+    false_positive = prediction & ~truth
+    other_axes = tuple(a for a in range(truth.ndim) if a != axis % truth.ndim)
+    lesion_free = ~truth.any(axis=other_axes)
+    per_slice = false_positive.sum(axis=other_axes)
+    return {
+        "false_positive_voxels": int(per_slice.sum()),
+        "false_positive_voxels_lesion_free": int(per_slice[lesion_free].sum()),
+    }
+
+
 def score_volume(
     prediction: np.ndarray,
     truth: np.ndarray,

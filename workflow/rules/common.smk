@@ -378,13 +378,41 @@ def get_predict_runs():
     ]
 
 
-def get_predict_models():
-    """Fold models of every (model, input) prediction may use."""
-    return [
-        f"results/models/{model}/{name}/fold{fold}/model.pt"
-        for model, name in get_predict_runs()
-        for fold in FOLDS
-    ]
+def trains_predict_models():
+    """Whether new patients get their own models: predict.brain_fraction set and different from
+    slices.brain_fraction (otherwise they would repeat the cross-validation's models exactly).
+    """
+    fraction = config["predict"].get("brain_fraction")
+    return fraction is not None and fraction != config["slices"]["brain_fraction"]
+
+
+# Where the fold models that predict new patients live: the cross-validation's, or those trained
+# again with predict.brain_fraction lesion-free slices (rule train_predict_model, predict.smk).
+PREDICT_MODELS_DIR = (
+    "results/predict_models" if trains_predict_models() else "results/models"
+)
+
+
+def read_predict_choice(path):
+    """(model, input) of the table written by checkpoint choose_predict_run."""
+    choice = pd.read_csv(path, sep="\t")
+    return str(choice.loc[0, "model"]), str(choice.loc[0, "input"])
+
+
+def get_predict_models(wildcards):
+    """The fold models of the (model, input) that predict uses: the named pair, or (for best) the
+    one checkpoint choose_predict_run chose, so that only that pair's prediction models are
+    trained when predict.brain_fraction asks for them.
+    """
+    runs = get_predict_runs()
+    if len(runs) == 1:
+        model, name = runs[0]
+    else:
+        choice = checkpoints.choose_predict_run.get().output[0]
+        model, name = read_predict_choice(choice)
+    return expand(
+        f"{PREDICT_MODELS_DIR}/{model}/{name}/fold{{fold}}/model.pt", fold=FOLDS
+    )
 
 
 def get_predict_evaluations():

@@ -8,24 +8,19 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src")) 
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
+import pandas as pd
 import torch
 
-from radfusion.predict import choose_model_input, predict_patient
+from radfusion.predict import predict_patient
 
 torch.set_num_threads(snakemake.threads)
-model, input_name, cv_dice = choose_model_input(
-    "results/eval",
-    model=snakemake.params.model,
-    input_name=snakemake.params.input,
-    candidates=[tuple(run) for run in snakemake.params.runs],
-)
-# results/models/{model}/{input}/fold{fold}/model.pt: the chosen run's files among the rule's inputs
-model_paths = [path for path in snakemake.input.models if Path(path).parts[-4:-2] == (model, input_name)]
+choice = pd.read_csv(snakemake.input.choice, sep="\t").iloc[0]  # checkpoint choose_predict_run
+logging.info("fold models: %s", ", ".join(snakemake.input.models))
 predict_patient(
     snakemake.input.flair,
     Path(snakemake.output.mask).parent,
-    model_paths=model_paths,
+    model_paths=list(snakemake.input.models),
     patient=snakemake.wildcards.patient,
-    cv_dice=cv_dice,
+    cv_dice=float(choice["cv_dice"]),
     threads=snakemake.threads,
 )
