@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--models-dir",
         default="results/models",
         metavar="DIR",
-        help="trained models, DIR/{model}/{input}/fold*/model.pt (default: %(default)s)",
+        help="trained models, DIR/{model}/{input}/fold*/model.pt (default: %(default)s; "
+        "results/predict_models for those of config predict.brain_fraction)",
     )
     add(
         "--eval-dir",
