@@ -1,4 +1,4 @@
-"""The demo cohort synthesizer (SPEC "Demo cohort")."""
+"""The demo cohort synthesizer (SPEC "Demo cohort"; docs/decisions.md "Demo cohort")."""
 
 from __future__ import annotations
 
@@ -6,15 +6,27 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from pathlib import Path
+
+import nibabel as nib
+
 from radfusion.synth import (
     LESION_KINDS,
     LESION_LOCATIONS,
+    LIBRARY_DIR,
+    MIMICS,
     TEMPLATE_FILES,
+    TEST_PATIENTS,
     SyntheticSubject,
     default_template_dir,
+    library_names,
     load_template,
     synthesize_subject,
 )
+from radfusion.synth.contrast import lesion_levels, smooth_noise, vessel_map
+from radfusion.synth.library import lesion_subset, load_lesion_source, tissue_limited, warp_lesion_mask
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms_data"
 
 COARSE = (1.8, 2.0)  # mm; about 10x fewer voxels than the paper's grid, keeps tests fast
 
@@ -42,6 +54,10 @@ def normal_white_matter(subject: SyntheticSubject) -> np.ndarray:
     return (subject.tissues["wm"] > 0.9) & ~near_lesion
 
 
+def _mni_x(template) -> np.ndarray:
+    return (template.affine[0, 0] * np.arange(template.shape[0]) + template.affine[0, 3])[:, None, None]
+
+
 def test_template_maps(template):
     assert template.shape == (197, 233, 189)
     np.testing.assert_allclose(np.abs(np.diag(template.affine)[:3]), 1.0)
@@ -52,6 +68,16 @@ def test_template_maps(template):
     brain = template.t1 > 0
     np.testing.assert_allclose(template.csf, np.clip(brain - template.gm - template.wm, 0, 1), atol=1e-6)
     assert not (template.gm[~brain].any() or template.wm[~brain].any() or template.csf[~brain].any())
+    # FLAIR mimics: in [0, 1], the periventricular band hugging the ventricles, bright CSF small.
+    assert template.mimics.shape == (len(MIMICS),) + template.shape
+    assert 0 <= template.mimics.min() and template.mimics.max() <= 1
+    near = template.ventricle_distance
+    band = template.mimics[MIMICS.index("periventricular")]
+    assert band[(near > 0) & (near <= 1.5)].mean() > 0.3
+    assert not band[(near > 10) & (np.abs(_mni_x(template)) > 5)].any()
+    bright_csf = template.mimics[MIMICS.index("bright_csf")] > 0
+    assert 500 < bright_csf.sum() < 0.1 * (template.csf > 0.5).sum()
+    assert (template.csf[bright_csf] > 0.5).all()
     # Every lesion location has candidate white matter, and only white matter.
     for k, location in enumerate(LESION_LOCATIONS, start=1):
         assert (template.lesion_sites == k).sum() > 1000, location
@@ -123,10 +149,11 @@ def test_mask_is_the_lesion_ground_truth(subject):
     assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
     assert np.array_equal(mask, (subject.lesion_fraction >= 0.5).astype(np.uint8))
     assert 0 <= subject.lesion_fraction.min() and subject.lesion_fraction.max() <= 1
-    # Each listed lesion is one connected focus around its centre; lesions may merge.
-    _, n_components = ndi.label(mask)
-    assert 1 <= n_components <= len(subject.lesions)
-    assert all(mask[lesion["centre"]] for lesion in subject.lesions)
+    # The listed lesions are the mask's 26-connected components.
+    _, n_components = ndi.label(mask, structure=np.ones((3, 3, 3)))
+    assert n_components == len(subject.lesions) >= 1
+    assert sum(lesion["voxels"] for lesion in subject.lesions) == mask.sum()
+    assert subject.source in library_names() and subject.source not in TEST_PATIENTS
     # Soft partial-volume borders: a fringe of fractional lesion tissue around the mask.
     fringe = (subject.lesion_fraction > 0.05) & (subject.lesion_fraction < 0.5)
     assert fringe.sum() > 0.3 * mask.sum()
@@ -147,15 +174,25 @@ def test_lesions_are_hyperintense_where_the_mask_says(subject):
         if ring.sum() >= 5:
             ratios.append(np.median(flair[component]) / np.median(flair[ring]))
     assert len(ratios) >= 0.5 * n
-    assert np.mean(np.array(ratios) > 1.15) >= 0.9, np.round(ratios, 2)
+    # Lesions range from faint (close to grey matter) to bright; most stand out clearly.
+    assert np.median(ratios) > 1.15 and np.mean(np.array(ratios) > 1.05) >= 0.8, np.round(ratios, 2)
     # Partial volume: the fringe lies between normal WM and lesion in brightness.
     fringe = (subject.lesion_fraction > 0.2) & (subject.lesion_fraction < 0.5) & (subject.tissues["wm"] > 0.9)
     assert np.median(flair[normal]) < np.median(flair[fringe]) < np.median(flair[mask])
 
 
-def test_lesions_lie_in_white_matter(subject):
+def test_lesions_lie_in_tissue_never_in_csf(subject):
     mask = subject.mask.astype(bool)
     wm, gm, csf = (subject.tissues[k] for k in ("wm", "gm", "csf"))
+    # Library lesions replace tissue: a lesion voxel is at least half GM + WM, mostly WM.
+    assert (gm[mask] + wm[mask] >= 0.5 - 1e-6).all()
+    assert np.mean(wm[mask] >= np.maximum(gm[mask], csf[mask])) > 0.8
+
+
+def test_drawn_lesions_lie_in_white_matter(template):
+    s = synthesize_subject(template, 3, lesions="drawn", voxel_size_range=COARSE)
+    mask = s.mask.astype(bool)
+    wm, gm, csf = (s.tissues[k] for k in ("wm", "gm", "csf"))
     assert np.mean(wm[mask] >= np.maximum(gm[mask], csf[mask])) > 0.95
     assert np.mean(wm[mask] >= 0.5) > 0.95
 
@@ -177,26 +214,27 @@ def test_flair_contrast_ordering(subject):
 
 def test_lesion_count_kinds_and_locations(template):
     for seed, n_range in [(10, (5, 7)), (11, (5, 7)), (12, (2, 2))]:
-        s = synthesize_subject(template, seed, voxel_size_range=COARSE, n_lesions_range=n_range)
+        s = synthesize_subject(template, seed, lesions="drawn", voxel_size_range=COARSE, n_lesions_range=n_range)
         assert n_range[0] <= len(s.lesions) <= n_range[1]
         for lesion in s.lesions:
             assert lesion["kind"] in LESION_KINDS and lesion["location"] in LESION_LOCATIONS
             assert len(lesion["centre"]) == 3 and len(lesion["radii"]) == 3
             assert all(r > 0 for r in lesion["radii"])
-    empty = synthesize_subject(template, 13, voxel_size_range=COARSE, n_lesions_range=(0, 0))
+    empty = synthesize_subject(template, 13, lesions="drawn", voxel_size_range=COARSE, n_lesions_range=(0, 0))
     assert empty.lesions == [] and not empty.mask.any()
 
 
 def test_location_weights_place_lesions(template):
     only = lambda name: tuple(float(loc == name) for loc in LESION_LOCATIONS)  # noqa: E731
     low = synthesize_subject(
-        template, 20, voxel_size_range=COARSE, n_lesions_range=(6, 6), location_weights=only("infratentorial")
+        template, 20, lesions="drawn", voxel_size_range=COARSE, n_lesions_range=(6, 6), location_weights=only("infratentorial")
     )
     assert {lesion["location"] for lesion in low.lesions} == {"infratentorial"}
     world_z = [(low.affine @ np.r_[lesion["centre"], 1.0])[2] for lesion in low.lesions]
     assert max(world_z) < 0  # below the tentorium (MNI z < -8 mm before the random warp)
     near = synthesize_subject(
-        template, 21, voxel_size_range=COARSE, n_lesions_range=(6, 6), location_weights=only("periventricular")
+        template, 21, lesions="drawn", voxel_size_range=COARSE, n_lesions_range=(6, 6),
+        location_weights=only("periventricular"),
     )
     fluid = ndi.distance_transform_edt(near.tissues["csf"] <= 0.5) * near.voxel_size
     assert max(fluid[lesion["centre"]] for lesion in near.lesions) < 7.0  # mm to CSF
@@ -204,7 +242,9 @@ def test_location_weights_place_lesions(template):
     locations = [
         lesion["location"]
         for seed in (30, 31)
-        for lesion in synthesize_subject(template, seed, voxel_size_range=COARSE, n_lesions_range=(30, 30)).lesions
+        for lesion in synthesize_subject(
+            template, seed, lesions="drawn", voxel_size_range=COARSE, n_lesions_range=(30, 30)
+        ).lesions
     ]
     assert sum(loc in ("periventricular", "deep_wm") for loc in locations) > 0.6 * len(locations)
 
@@ -218,6 +258,9 @@ def test_location_weights_place_lesions(template):
         ({"n_lesions_range": (2.5, 4)}, "n_lesions_range"),
         ({"location_weights": (1, 0, 0)}, "location_weights"),
         ({"blob_fraction": 1.5}, "blob_fraction"),
+        ({"lesions": "ellipsoids"}, "lesions"),
+        ({"keep_fraction_range": (0.5, 1.5)}, "keep_fraction_range"),
+        ({"mirror_probability": -0.1}, "mirror_probability"),
     ],
 )
 def test_bad_arguments_are_refused(template, kwargs, message):
@@ -230,3 +273,147 @@ def test_bad_seed_or_template_is_refused(template):
         synthesize_subject(template, -1)
     with pytest.raises(TypeError, match="Template"):
         synthesize_subject({"gm": template.gm}, 0)
+
+
+# --- the lesion library ------------------------------------------------------------------------
+
+
+def test_vendored_library_holds_27_patients_and_no_test_patient():
+    names = library_names()
+    assert len(names) == 27 and not set(names) & set(TEST_PATIENTS)
+    assert (LIBRARY_DIR / "LICENSE.txt").is_file()
+    assert "10.1007/s12021-017-9348-7" in (LIBRARY_DIR / "README.md").read_text()
+    source = load_lesion_source(names[0])
+    assert source.mask.shape == (182, 218, 182) and set(np.unique(source.mask)) <= {0, 1}
+    assert np.allclose(np.abs(np.diag(source.affine)[:3]), 1.0)
+
+
+def test_a_library_with_a_test_patient_is_refused(template, tmp_path):
+    good = sorted(LIBRARY_DIR.glob("patient01_*"))[0]
+    (tmp_path / good.name).write_bytes(good.read_bytes())
+    assert library_names(tmp_path) == ["patient01"]
+    for name in TEST_PATIENTS:
+        leaked = tmp_path / f"{name}_lesion_mask.nii.gz"
+        leaked.write_bytes(good.read_bytes())
+        with pytest.raises(ValueError, match=name):
+            library_names(tmp_path)
+        with pytest.raises(ValueError, match=name):
+            synthesize_subject(template, 0, library=tmp_path, voxel_size_range=COARSE)
+        with pytest.raises(ValueError, match=name):
+            load_lesion_source(name, tmp_path)
+        leaked.unlink()
+    # Only the library's own patient is ever drawn.
+    assert synthesize_subject(template, 0, library=tmp_path, voxel_size_range=(2.0, 2.0)).source == "patient01"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/open_ms_data is absent")
+def test_no_voxel_of_a_test_patient_is_in_the_library():
+    """The vendored masks differ from every shared test patient's mask (content, not only name)."""
+    test_masks = [np.asarray(nib.load(p).dataobj) > 0 for p in sorted(SHARED.glob("patient*/lesion_mask.nii.gz"))]
+    assert test_masks, "no test patient masks found"
+    for name in library_names():
+        library_mask = load_lesion_source(name).mask.astype(bool)
+        for test_mask in test_masks:
+            assert not np.array_equal(library_mask, test_mask), name
+            # A real patient shares few lesion voxels with another one by chance; a copy shares all.
+            assert (library_mask & test_mask).sum() < 0.5 * test_mask.sum(), name
+
+
+def _cube_library_mask(centre_mm, affine):
+    """A 7 mm lesion cube at MNI ``centre_mm`` on the library's grid."""
+    mask = np.zeros((182, 218, 182), dtype=np.uint8)
+    i, j, k = np.rint(np.linalg.inv(affine) @ np.r_[centre_mm, 1.0])[:3].astype(int)
+    mask[i - 3 : i + 4, j - 3 : j + 4, k - 3 : k + 4] = 1
+    return mask
+
+
+def _identity_coords(template):
+    return np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in template.shape], indexing="ij"))
+
+
+def test_mirroring_maps_left_to_right_by_world_coordinates(template):
+    affine = load_lesion_source(library_names()[0]).affine
+    mask = _cube_library_mask((-40.0, -10.0, 20.0), affine)
+    coords = _identity_coords(template)  # the subject grid is the template grid
+    world_x = lambda f: (template.affine @ np.r_[ndi.center_of_mass(f >= 0.5), 1.0])[0]  # noqa: E731
+    plain = warp_lesion_mask(mask, affine, coords, template.affine)
+    mirrored = warp_lesion_mask(mask, affine, coords, template.affine, mirror=True)
+    assert world_x(plain) == pytest.approx(-40.0, abs=0.6)  # left hemisphere (MNI x < 0)
+    assert world_x(mirrored) == pytest.approx(40.0, abs=0.6)  # the right one
+    assert (plain >= 0.5).sum() == pytest.approx(343, rel=0.15) == (mirrored >= 0.5).sum()
+    # Another grid for the same world: the lesion stays where MNI says, not at the same index.
+    shifted = affine.copy()
+    shifted[:3, 3] += [5.0, -3.0, 2.0]
+    moved = warp_lesion_mask(_cube_library_mask((-40.0, -10.0, 20.0), shifted), shifted, coords, template.affine)
+    assert world_x(moved) == pytest.approx(-40.0, abs=0.6)
+    # A coarse subject voxel holds the lesion share of its volume (smoothed first), not one point.
+    coarse = warp_lesion_mask(mask, affine, coords[:, ::2, ::2, ::2], template.affine, voxel_size=2.0)
+    assert 0 < coarse.max() <= 1 and (coarse >= 0.5).sum() == pytest.approx(343 / 8, rel=0.4)
+
+
+def test_lesion_subset_keeps_whole_lesions():
+    mask = np.zeros((40, 40, 10), dtype=np.uint8)
+    for k in range(8):  # 8 separate 2x2x2 lesions
+        mask[4 * k + 1 : 4 * k + 3, 5:7, 3:5] = 1
+    rng = np.random.default_rng(0)
+    assert np.array_equal(lesion_subset(rng, mask, 1.0), mask)
+    one = lesion_subset(rng, mask, 0.0)
+    assert one.sum() == 8 and ndi.label(one)[1] == 1
+    kept = [ndi.label(lesion_subset(np.random.default_rng(s), mask, 0.5))[1] for s in range(40)]
+    assert 3 < np.mean(kept) < 5
+    for seed in range(3):  # a subset of the mask's voxels, whole lesions only
+        subset = lesion_subset(np.random.default_rng(seed), mask, 0.5).astype(bool)
+        assert not (subset & ~mask.astype(bool)).any()
+        assert subset.sum() % 8 == 0
+
+
+def test_tissue_limited_removes_lesion_from_csf():
+    f = np.array([1.0, 1.0, 0.8, 0.3], dtype=np.float32)
+    gm = np.array([0.0, 0.2, 0.0, 0.0], dtype=np.float32)
+    wm = np.array([0.0, 0.2, 1.0, 1.0], dtype=np.float32)
+    np.testing.assert_allclose(tissue_limited(f, gm, wm), [0.0, 0.4, 0.8, 0.3])
+
+
+def test_subjects_differ_in_source_and_mirroring(template):
+    draws = [synthesize_subject(template, seed, voxel_size_range=(2.0, 2.0)) for seed in range(6)]
+    assert len({(s.source, s.mirrored) for s in draws}) >= 5
+    assert {s.mirrored for s in draws} == {True, False}
+
+
+# --- the contrast --------------------------------------------------------------------------------
+
+
+def test_lesion_levels_vary_per_lesion_and_juxtacortical_are_fainter():
+    fraction = np.zeros((60, 12, 12), dtype=np.float32)
+    for k in range(10):
+        fraction[6 * k + 1 : 6 * k + 4, 4:7, 4:7] = 1.0
+    gm = np.zeros_like(fraction)
+    rng = np.random.default_rng(1)
+    levels = lesion_levels(rng, fraction, gm, median=1.35, spread=0.3)
+    per_lesion = [float(levels[6 * k + 2, 5, 5]) for k in range(10)]
+    assert len(set(per_lesion)) == 10 and min(per_lesion) > 1.0
+    assert (levels[fraction == 0] == 0).all()
+    assert 1.2 < np.median(per_lesion) < 1.5
+    grey = lesion_levels(np.random.default_rng(1), fraction, gm + 1.0, median=1.35, spread=0.3)
+    assert all(grey[6 * k + 2, 5, 5] < per_lesion[k] for k in range(10))
+
+
+def test_vessels_and_smooth_noise():
+    rng = np.random.default_rng(0)
+    candidates = np.zeros((40, 40, 40), dtype=bool)
+    candidates[20, 20, 20] = True
+    v = vessel_map(rng, candidates, voxel_size=1.0, n_vessels=3, length_mm=(10.0, 12.0))
+    assert 0 <= v.min() and v.max() <= 1 and v[20, 20, 20] > 0.5
+    assert 10 < (v > 0.5).sum() < 200  # thin tubes, not blobs
+    n = smooth_noise(rng, (50, 60, 40), 8.0)
+    assert n.shape == (50, 60, 40) and 0.5 < n.std() < 1.5
+    assert np.corrcoef(n[:-1].ravel(), n[1:].ravel())[0, 1] > 0.8  # correlated over voxels
+
+
+def test_demo_contrast_has_bright_mimics_outside_lesions(subject):
+    """Not only lesions are bright: some non-lesion brain reaches the lesions' median."""
+    brain = subject.flair > 0
+    lesion = subject.mask.astype(bool)
+    median = np.median(subject.flair[lesion])
+    share = np.mean(subject.flair[brain & ~lesion] > median)
+    assert 0.001 < share < 0.1

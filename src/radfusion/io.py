@@ -294,10 +294,15 @@ def import_subject(
                 shutil.copyfile(sidecar_path(Path(tmp) / "flair.nii.gz"), tmp_json)
 
 
-def save_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
-    """Write ``data`` with ``affine`` as NIfTI at ``path`` (atomically, keeping the dtype)."""
+def save_volume(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, *, slope: float | None = None) -> None:
+    """Write ``data`` with ``affine`` as NIfTI at ``path`` (atomically, keeping the dtype).
+
+    ``slope``: the header's scale slope (readers see ``data * slope``), for quantized maps.
+    """
     image = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64))
     image.header.set_data_dtype(np.asarray(data).dtype)
+    if slope is not None:
+        image.header.set_slope_inter(slope, 0.0)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     with atomic_output(path) as tmp:

@@ -1,5 +1,6 @@
-# The demo cohort (SPEC "Demo cohort"): synthetic FLAIR-like subjects with MS-like lesions drawn
-# from nilearn's bundled MNI152 template; the default sample sheet lists them.
+# The demo cohort (SPEC "Demo cohort"; docs/decisions.md "Demo cohort"): nilearn's bundled MNI152
+# template, warped per subject, with a real patient's lesions from the vendored lesion library and
+# a FLAIR contrast calibrated on real patients; the default sample sheet lists them.
 
 
 rule demo_subject:
@@ -8,11 +9,14 @@ rule demo_subject:
     output:
         flair=f"{DEMO_DIR}/{{subject}}/flair.nii.gz",
         mask=f"{DEMO_DIR}/{{subject}}/mask.nii.gz",
+        tissues=f"{DEMO_DIR}/{{subject}}/tissues.nii.gz",
     log:
         "logs/demo/{subject}.log",
     params:
         seed=get_demo_seed,
         voxel_size_range=config["demo"]["voxel_size_range"],
+        lesions=config["demo"]["lesions"],
+        keep_fraction_range=config["demo"]["keep_fraction_range"],
         n_lesions_range=config["demo"]["n_lesions_range"],
     threads: 1
     resources:
