@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -159,12 +159,21 @@ def mimic_maps(gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, affine: np.ndarr
     gm, wm, csf = (np.asarray(a, dtype=np.float32) for a in (gm, wm, csf))
     affine = np.asarray(affine, dtype=np.float64)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    x, y, z = _mni_coordinates(gm.shape, affine)
+    maps = np.zeros((2,) + gm.shape, dtype=np.float32)
     brain = (gm + wm + csf) >= 0.5
-    out = np.zeros((2,) + gm.shape, dtype=np.float32)
+    if not brain.any():
+        return maps
+    # The brain's bounding box (plus a margin) holds everything and halves the distance transform.
+    corners = np.argwhere(brain)
+    box = tuple(slice(max(int(a) - 2, 0), int(b) + 3) for a, b in zip(corners.min(0), corners.max(0)))
+    gm, wm, csf, brain = gm[box], wm[box], csf[box], brain[box]
+    box_affine = affine.copy()
+    box_affine[:3, 3] = affine[:3, :3] @ [b.start for b in box] + affine[:3, 3]
+    x, y, z = _mni_coordinates(gm.shape, box_affine)
+    out = maps[(slice(None),) + box]
     ventricles = lateral_ventricles(csf, brain, x, spacing)
     if not ventricles.any():
-        return out
+        return maps
     distance = ndi.distance_transform_edt(~ventricles, sampling=spacing).astype(np.float32)
     tissue = np.clip(gm + wm, 0.0, 1.0)
     cap = np.clip((y - 10.0) / 10.0, 0, 1) + np.clip((-35.0 - y) / 10.0, 0, 1)
@@ -177,7 +186,7 @@ def mimic_maps(gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, affine: np.ndarr
     third = (np.abs(x) < 4) & (y > -32) & (y < 5) & (z > -12) & (z < 15)
     fourth = (np.abs(x) < 10) & (y > -55) & (y < -32) & (z > -48) & (z < -20)
     out[1] = atria | (fluid & (third | fourth))
-    return out
+    return maps
 
 
 @dataclass(eq=False)
@@ -191,7 +200,7 @@ class Template:
     affine : ndarray, shape (4, 4)
         Voxel-to-MNI affine (1 mm).
     lesion_sites, ventricle_distance : ndarray
-        From :func:`lesion_site_map`; computed from the tissue maps when not given.
+        From :func:`lesion_site_map`, computed on first use (only drawn lesions need them).
     mimics : ndarray of float32, shape (2, X, Y, Z)
         From :func:`mimic_maps` (computed on first use).
     """
@@ -201,8 +210,6 @@ class Template:
     wm: np.ndarray
     csf: np.ndarray
     affine: np.ndarray
-    lesion_sites: np.ndarray | None = field(default=None, repr=False)
-    ventricle_distance: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         shapes = {name: np.shape(getattr(self, name)) for name in ("t1", "gm", "wm", "csf")}
@@ -211,8 +218,21 @@ class Template:
         self.affine = np.asarray(self.affine, dtype=np.float64)
         if self.affine.shape != (4, 4):
             raise ValueError(f"expected a 4x4 affine, got shape {self.affine.shape}")
-        if self.lesion_sites is None or self.ventricle_distance is None:
-            self.lesion_sites, self.ventricle_distance = lesion_site_map(self.gm, self.wm, self.csf, self.affine)
+
+    @functools.cached_property
+    def _sites(self) -> tuple[np.ndarray, np.ndarray]:
+        sites, distance = lesion_site_map(self.gm, self.wm, self.csf, self.affine)
+        sites.flags.writeable = False
+        distance.flags.writeable = False
+        return sites, distance
+
+    @property
+    def lesion_sites(self) -> np.ndarray:
+        return self._sites[0]
+
+    @property
+    def ventricle_distance(self) -> np.ndarray:
+        return self._sites[1]
 
     @functools.cached_property
     def mimics(self) -> np.ndarray:
@@ -257,7 +277,7 @@ def _load_template_cached(template_dir: Path) -> Template:
     wm = maps["wm"] * brain
     csf = np.clip(brain - gm - wm, 0.0, 1.0)
     template = Template(t1=maps["t1"], gm=gm, wm=wm, csf=csf, affine=affine)
-    for name in ("t1", "gm", "wm", "csf", "lesion_sites", "ventricle_distance"):
+    for name in ("t1", "gm", "wm", "csf"):
         getattr(template, name).flags.writeable = False  # shared by the cache
     template.affine.flags.writeable = False
     return template
