@@ -18,6 +18,7 @@ from pathlib import Path
 
 from radfusion.io import InputError
 from radfusion.protocol import INPUT_NAMES, MODEL_NAMES
+from radfusion.skullstrip import SKULL_STRIP_MODES
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``radfusion`` and its subcommands."""
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="lesion mask, lesion count and volume, and an overlay picture for a new FLAIR",
         description=(
             "Predict a new patient's MS lesions with the fold models of one (model, input) pair: the fold "
-            "models' probabilities are averaged. Writes lesion_mask.nii.gz (on the input's grid), "
+            "models' probabilities are averaged. A whole-head FLAIR is skull-stripped first (deepbet). "
+            "Writes lesion_mask.nii.gz and brain_mask.nii.gz (on the input's grid), "
             "lesion_summary.csv (count, total volume in mL), lesions.csv (one row per lesion) and overlay.png."
         ),
     )
@@ -63,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", choices=["cpu", "cuda"], help="default: CUDA when present, else the CPU")
     add("--patient", help="patient ID in the summary and messages (default: the output folder's name)")
     add("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    add(
+        "--skull-strip",
+        choices=SKULL_STRIP_MODES,
+        default="auto",
+        help="brain mask: auto (strip unless the FLAIR is already skull-stripped), always, or none (the "
+        "FLAIR's nonzero voxels); as the workflow's preprocess.skull_strip (default: %(default)s)",
+    )
     add("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -104,6 +113,7 @@ def run_predict(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         device=args.device,
         threads=args.threads,
+        skull_strip=args.skull_strip,
     )
     dice = "" if math.isnan(cv_dice) else f", cross-validated Dice {cv_dice:.3f}"
     count = summary["lesion_count"]

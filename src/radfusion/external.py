@@ -47,6 +47,7 @@ def segment_and_score(
     min_lesion_voxels: int = 3,
     min_overlap: float = 0.0,
     threads: int = 1,
+    brain: np.ndarray | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Segment one external subject with the fold models of a run and score the whole volume.
 
@@ -67,6 +68,9 @@ def segment_and_score(
         Lesion matching of :func:`radfusion.evaluate.score_volume` (config ``evaluation``).
     threads : int
         Threads of the radiomics.
+    brain : ndarray of bool, optional
+        The subject's brain mask (``results/normalized/{subject}/brain.nii.gz``); ``None``: the
+        FLAIR's nonzero voxels.
 
     Returns
     -------
@@ -82,7 +86,7 @@ def segment_and_score(
     model files record), the call :func:`radfusion.predict.predict_patient` makes, so the mask
     equals ``radfusion predict``'s on the same FLAIR (which writes it back on the input's own
     axes, a permutation and flips of these voxels). Scores are computed on the whole volume;
-    voxels of the reference outside the brain mask (where the FLAIR is 0) count as missed.
+    voxels of the reference outside the brain mask count as missed.
     """
     from radfusion.evaluate import score_volume
     from radfusion.normalize import brain_mask
@@ -93,14 +97,15 @@ def segment_and_score(
         raise ValueError(
             f"subject '{subject}': expected a 3D FLAIR and a lesion mask of its shape, got {flair.shape} and {truth.shape}"
         )
-    mask, _ = segment_with_fold_models(flair, models, settings, threads=threads)
+    brain = brain_mask(flair) if brain is None else np.asarray(brain, dtype=bool)
+    mask, _ = segment_with_fold_models(flair, models, settings, threads=threads, brain=brain)
     scores = score_volume(mask, truth, min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap)
     row = {
         "subject": subject,
         "model": settings["model_name"],
         "input": settings["input_name"],
         "folds": len(models),
-        "brain_slices": int(brain_slice_indices(brain_mask(flair)).size),
+        "brain_slices": int(brain_slice_indices(brain).size),
         **scores,
     }
     return row, mask
@@ -113,6 +118,7 @@ def segment_external_cohort(
     mask_paths: Sequence[str | os.PathLike],
     out_paths: Sequence[str | os.PathLike],
     *,
+    brain_paths: Sequence[str | os.PathLike] | None = None,
     min_lesion_voxels: int = 3,
     min_overlap: float = 0.0,
     device=None,
@@ -131,6 +137,9 @@ def segment_external_cohort(
     out_paths : sequence of path-like
         Where each subject's predicted mask is written (uint8 NIfTI with the imported FLAIR's
         affine, the canonical grid the reference mask lies on).
+    brain_paths : sequence of path-like, optional
+        Each subject's brain mask (``results/normalized/{subject}/brain.nii.gz``); ``None``:
+        the FLAIRs' nonzero voxels.
     min_lesion_voxels, min_overlap : optional
         As :func:`segment_and_score`.
     device : optional
@@ -147,17 +156,23 @@ def segment_external_cohort(
     from radfusion.predict import acquisition_warnings, load_fold_models
     from radfusion.train import resolve_device
 
-    lengths = {len(subjects), len(flair_paths), len(mask_paths), len(out_paths)}
+    if brain_paths is None:
+        brain_paths = [None] * len(subjects)
+    lengths = {len(subjects), len(flair_paths), len(mask_paths), len(out_paths), len(brain_paths)}
     if len(lengths) != 1:
         raise ValueError(
-            f"expected one FLAIR, mask and output per subject, got {len(subjects)} subjects, {len(flair_paths)} "
-            f"FLAIRs, {len(mask_paths)} masks and {len(out_paths)} outputs"
+            f"expected one FLAIR, mask, brain mask and output per subject, got {len(subjects)} subjects, "
+            f"{len(flair_paths)} FLAIRs, {len(mask_paths)} masks, {len(brain_paths)} brain masks and "
+            f"{len(out_paths)} outputs"
         )
     models, settings = load_fold_models(model_paths, device=resolve_device(device))
     rows = []
-    for subject, flair_path, mask_path, out_path in zip(subjects, flair_paths, mask_paths, out_paths):
+    for subject, flair_path, mask_path, out_path, brain_path in zip(
+        subjects, flair_paths, mask_paths, out_paths, brain_paths
+    ):
         flair, affine = load_volume(flair_path)
         truth, _ = load_volume(mask_path, dtype=np.uint8)
+        brain = None if brain_path is None else load_volume(brain_path, dtype=np.uint8)[0].astype(bool)
         for message in acquisition_warnings(np.sqrt((affine[:3, :3] ** 2).sum(axis=0))):
             log.warning("subject '%s' (%s): %s", subject, flair_path, message)
         row, mask = segment_and_score(
@@ -169,6 +184,7 @@ def segment_external_cohort(
             min_lesion_voxels=min_lesion_voxels,
             min_overlap=min_overlap,
             threads=threads,
+            brain=brain,
         )
         save_volume(mask, affine, out_path)
         rows.append(row)

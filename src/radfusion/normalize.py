@@ -73,7 +73,11 @@ def check_background(brain: np.ndarray, *, subject: str | None = None, path: str
 
 
 def normalize_intensity(
-    volume: np.ndarray, lower_percentile: float = 0.5, upper_percentile: float = 99.5
+    volume: np.ndarray,
+    lower_percentile: float = 0.5,
+    upper_percentile: float = 99.5,
+    *,
+    brain: np.ndarray | None = None,
 ) -> np.ndarray:
     """Clip the brain to percentiles of its voxels and scale to [0, 1]; the background stays 0.
 
@@ -82,16 +86,20 @@ def normalize_intensity(
     volume : ndarray
         FLAIR intensities (any real dtype), background 0.
     lower_percentile, upper_percentile : float
-        Percentiles (0-100) of the brain voxels (:func:`brain_mask`) that map to 0 and 1.
+        Percentiles (0-100) of the brain voxels that map to 0 and 1.
+    brain : ndarray of bool, optional
+        The subject's brain mask (:func:`radfusion.skullstrip.subject_brain_mask`, the
+        workflow's ``results/normalized/{subject}/brain.nii.gz``), same shape; ``None``: the
+        nonzero voxels (:func:`brain_mask`), the skull-stripped convention.
 
     Returns
     -------
     normalized : ndarray of float32 in [0, 1]
-        Exactly 0 wherever ``volume`` is 0.
+        Exactly 0 outside the brain.
 
     Notes
     -----
-    ``x' = clip((x - p_lo) / (p_hi - p_lo), 0, 1)`` on the brain voxels ``x != 0``, with
+    ``x' = clip((x - p_lo) / (p_hi - p_lo), 0, 1)`` on the brain voxels, with
     ``p_lo, p_hi`` their percentiles (linear interpolation); every other voxel is 0 whatever
     the sign of ``p_lo`` (a real FLAIR's negative edge voxels can make ``p_lo < 0``, which
     would otherwise lift the background above 0). Brain voxels at or below ``p_lo`` are 0 as
@@ -103,10 +111,15 @@ def normalize_intensity(
         raise ValueError(
             f"expected 0 <= lower_percentile < upper_percentile <= 100, got {lower_percentile}, {upper_percentile}"
         )
-    brain = brain_mask(volume)
+    if brain is None:
+        brain = brain_mask(volume)
+    else:
+        brain = np.asarray(brain, dtype=bool)
+        if brain.shape != volume.shape:
+            raise ValueError(f"expected a brain mask of the volume's shape {volume.shape}, got {brain.shape}")
     values = volume[brain].astype(np.float64)
     if values.size == 0:
-        raise ValueError("volume has no nonzero voxels to normalize")
+        raise ValueError("the brain mask holds no voxel to normalize")
     lo, hi = np.percentile(values, [lower_percentile, upper_percentile])
     if hi <= lo:
         raise ValueError(f"volume is constant between the percentiles ({lo:g} .. {hi:g}); cannot scale")

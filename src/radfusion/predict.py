@@ -3,7 +3,8 @@
 A new FLAIR (NIfTI file or DICOM folder) goes through the steps of training: import (canonical
 RAS+ orientation, checks), percentile normalization, CR and RE maps (only when the model uses
 them), per-slice min-max scaling, bilinear resize to the model's size. Every axial brain slice
-(any voxel of the brain mask: the FLAIR's nonzero voxels) is predicted by each fold model of one
+(any voxel of the brain mask: :func:`radfusion.skullstrip.subject_brain_mask`, deepbet's on a
+whole-head FLAIR, the nonzero voxels of a skull-stripped one) is predicted by each fold model of one
 (model, input) pair; the fold models' sigmoid probabilities are averaged, thresholded at the
 model's size and the mask resized back with nearest neighbour, as the evaluation does (SPEC
 stage 8); voxels outside the brain mask are never lesion. The mask is written on the
@@ -12,6 +13,7 @@ input's own grid and affine; lesions are the mask's 3D connected components.
 Outputs of :func:`predict_patient` in the output folder (names in ``OUTPUT_FILES``):
 
 - ``lesion_mask.nii.gz``: uint8 {0, 1}, the input's shape, orientation, affine and header;
+- ``brain_mask.nii.gz``: the brain mask (:func:`radfusion.skullstrip.subject_brain_mask`), same grid;
 - ``lesion_summary.csv``: one row: lesion count, total volume (mL), the model used, settings;
 - ``lesions.csv``: one row per lesion, largest first: voxels, volume (mL), centroid;
 - ``overlay.png``: the axial slices with the most lesion, FLAIR grey, predicted mask outlined.
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 OUTPUT_FILES = {
     "mask": "lesion_mask.nii.gz",
+    "brain": "brain_mask.nii.gz",
     "summary": "lesion_summary.csv",
     "lesions": "lesions.csv",
     "overlay": "overlay.png",
@@ -300,6 +303,7 @@ def predict_lesion_mask(
     cr: Mapping | None = None,
     re: Mapping | None = None,
     threads: int = 1,
+    brain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lesion mask of a canonical FLAIR volume from the averaged predictions of fold models.
 
@@ -323,6 +327,9 @@ def predict_lesion_mask(
         the maps are computed only when ``channels`` uses them.
     threads : int
         Threads of the radiomics.
+    brain : ndarray of bool, optional
+        The brain mask (:func:`radfusion.skullstrip.subject_brain_mask`); ``None``: the FLAIR's
+        nonzero voxels (:func:`radfusion.normalize.brain_mask`, a skull-stripped FLAIR).
 
     Returns
     -------
@@ -334,10 +341,11 @@ def predict_lesion_mask(
     Notes
     -----
     SPEC stages 2, 3, 5 and 8 applied to every axial brain slice (:func:`brain_slice_indices`),
-    not only to lesion slices as in the evaluation. Voxels outside the brain mask
-    (:func:`radfusion.normalize.brain_mask`: where the FLAIR is 0, the background of a
-    skull-stripped image) are never lesion: the nearest-neighbour upsampling of a mask from the
-    model's size can otherwise spill a pixel over the brain's edge.
+    not only to lesion slices as in the evaluation. Normalization takes its percentiles of the
+    brain voxels and sets everything else to 0, so the networks and the radiomics see a
+    skull-stripped image. Voxels outside the brain mask are never lesion: the nearest-neighbour
+    upsampling of a mask from the model's size can otherwise spill a pixel over the brain's
+    edge.
     """
     from radfusion.evaluate import predict_slice_masks
     from radfusion.normalize import brain_mask, normalize_intensity, quantize_8bit
@@ -347,7 +355,10 @@ def predict_lesion_mask(
     channels = [int(c) for c in channels]
     if not channels or not set(channels) <= {0, 1, 2}:
         raise ValueError(f"expected channels among 0 (FLAIR), 1 (CR), 2 (RE), got {channels}")
-    normalized = normalize_intensity(flair, lower_percentile=lower_percentile, upper_percentile=upper_percentile)
+    brain = brain_mask(flair) if brain is None else np.asarray(brain, dtype=bool)
+    normalized = normalize_intensity(
+        flair, lower_percentile=lower_percentile, upper_percentile=upper_percentile, brain=brain
+    )
     volumes = [normalized, None, None]
     if {1, 2} & set(channels):
         started = time.perf_counter()
@@ -355,7 +366,6 @@ def predict_lesion_mask(
             quantize_8bit(normalized), cr=dict(cr or {}), re=dict(re or {}), threads=threads
         )
         log.info("CR and RE maps of %d slices in %.1f s", flair.shape[2], time.perf_counter() - started)
-    brain = brain_mask(flair)
     index = brain_slice_indices(brain)
     mask = np.zeros(flair.shape, dtype=np.uint8)
     if index.size:
@@ -441,14 +451,16 @@ def lesion_table(mask: np.ndarray, affine: np.ndarray, *, connectivity: int = 26
 # --- the whole prediction ----------------------------------------------------------------------
 
 
-def _save_on_original_grid(mask: np.ndarray, original: nib.Nifti1Image, path: Path) -> None:
+def _save_on_original_grid(
+    mask: np.ndarray, original: nib.Nifti1Image, path: Path, description: str = "radfusion predicted lesion mask"
+) -> None:
     """Write a uint8 mask with the original image's affine and header (shape 3D, no scaling)."""
     header = original.header.copy()
     header.set_data_dtype(np.uint8)
     image = nib.Nifti1Image(mask.astype(np.uint8), original.affine, header)
     image.header.set_slope_inter(1.0, 0.0)
     image.header["cal_min"], image.header["cal_max"] = 0, 1
-    image.header["descrip"] = b"radfusion predicted lesion mask"
+    image.header["descrip"] = description.encode()[:79]
     with atomic_output(path) as tmp:
         nib.save(image, str(tmp))
 
@@ -547,11 +559,13 @@ def segment_with_fold_models(
     *,
     threshold: float | None = None,
     threads: int = 1,
+    brain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_lesion_mask` with the settings the fold models record.
 
     ``settings`` is what :func:`load_fold_models` returns (channels, image size and the
-    preprocessing); ``threshold`` overrides the recorded one. ``radfusion predict`` and the
+    preprocessing); ``threshold`` overrides the recorded one; ``brain`` is the brain mask
+    (``None``: the FLAIR's nonzero voxels). ``radfusion predict`` and the
     external validation both segment through here, so their masks agree.
     """
     preprocessing = dict(settings["preprocessing"])
@@ -563,6 +577,7 @@ def segment_with_fold_models(
         channels=settings["channels"],
         image_size=settings["image_size"],
         threads=threads,
+        brain=brain,
         **preprocessing,
     )
 
@@ -578,6 +593,7 @@ def predict_patient(
     device=None,
     threads: int = 1,
     n_overlay_slices: int = 4,
+    skull_strip: str = "auto",
 ) -> dict:
     """Predict a new patient's lesions with fold models and write mask, tables and overlay.
 
@@ -605,6 +621,9 @@ def predict_patient(
         Threads of the radiomics.
     n_overlay_slices : int
         Slices in the overlay (:func:`radfusion.figures.plot_lesion_overlay`).
+    skull_strip : {'auto', 'always', 'none'}
+        The brain mask, as the workflow's ``preprocess.skull_strip``
+        (:func:`radfusion.skullstrip.subject_brain_mask`): ``auto`` strips a whole-head FLAIR.
 
     Returns
     -------
@@ -620,7 +639,7 @@ def predict_patient(
     :class:`~radfusion.io.InputError` naming the file; outputs are written only after every
     step has succeeded, each atomically.
     """
-    from radfusion.normalize import brain_mask, check_background
+    from radfusion.skullstrip import subject_brain_mask
     from radfusion.train import resolve_device
 
     flair_source, out_dir = Path(flair_source), Path(out_dir)
@@ -630,8 +649,11 @@ def predict_patient(
     threshold = settings["preprocessing"]["threshold"] if threshold is None else float(threshold)
     with tempfile.TemporaryDirectory(prefix="radfusion-predict-") as tmp:
         input_nifti, flair, canonical_affine = _import_flair(flair_source, Path(tmp), patient)
-        brain = brain_mask(flair)
-        check_background(brain, subject=patient, path=flair_source)
+        stripping = subject_brain_mask(
+            flair, canonical_affine, mode=skull_strip, threads=threads, subject=patient, path=flair_source
+        )
+        brain = stripping.brain
+        log.info("%s: %s", patient, stripping.description)
         original = nib.load(str(input_nifti))
         zooms = np.sqrt((canonical_affine[:3, :3] ** 2).sum(axis=0))
         for message in acquisition_warnings(zooms):
@@ -641,8 +663,11 @@ def predict_patient(
             patient, settings["model_name"], settings["input_name"], len(models), device, flair.shape,
             np.round(zooms, 3).tolist(),
         )
-        mask, normalized = segment_with_fold_models(flair, models, settings, threshold=threshold, threads=threads)
+        mask, normalized = segment_with_fold_models(
+            flair, models, settings, threshold=threshold, threads=threads, brain=brain
+        )
         original_mask = canonical_to_original(mask, original.affine)
+        original_brain = canonical_to_original(brain.astype(np.uint8), original.affine)
         if original_mask.shape != tuple(int(s) for s in original.shape[:3]):
             raise RuntimeError(f"mask mapped back has shape {original_mask.shape}, input has {original.shape[:3]}")
         lesions = lesion_table(original_mask, original.affine)
@@ -664,7 +689,7 @@ def predict_patient(
             "brain_slices": int(brain_slice_indices(brain).size),
         }
         _write_outputs(
-            out_dir, summary, lesions, original_mask, original, normalized, mask, brain,
+            out_dir, summary, lesions, original_mask, original_brain, original, normalized, mask, brain,
             n_overlay_slices=n_overlay_slices, converted=input_nifti if input_nifti != flair_source else None,
         )
     log.info("%s: %d lesion(s), %.3f mL, written to %s", patient, len(lesions), summary["total_volume_ml"], out_dir)
@@ -694,6 +719,7 @@ def _write_outputs(
     summary: Mapping,
     lesions: pd.DataFrame,
     original_mask: np.ndarray,
+    original_brain: np.ndarray,
     original: nib.Nifti1Image,
     normalized: np.ndarray,
     mask: np.ndarray,
@@ -718,6 +744,7 @@ def _write_outputs(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_on_original_grid(original_mask, original, out_dir / OUTPUT_FILES["mask"])
+    _save_on_original_grid(original_brain, original, out_dir / OUTPUT_FILES["brain"], "radfusion brain mask")
     with atomic_output(out_dir / OUTPUT_FILES["summary"]) as path:
         pd.DataFrame([summary], columns=list(SUMMARY_COLUMNS)).to_csv(path, index=False, float_format="%.10g")
     with atomic_output(out_dir / OUTPUT_FILES["lesions"]) as path:

@@ -154,6 +154,30 @@ def get_mask_source(wildcards):
     return get_sample_sheet(wildcards.subject).loc[wildcards.subject, "mask"]
 
 
+def strips_skull(subject):
+    """Whether the subject's brain mask comes from the skull_strip job, by preprocess.skull_strip
+    (always; never with none; with auto, for every subject but the demo subjects the workflow synthesizes
+    itself, skull-stripped by construction, so their DAG is the one before stripping existed).
+    Under auto the skull_strip job applies the measured "already stripped" rule itself
+    (radfusion.skullstrip.looks_skull_stripped) and keeps the nonzero voxels when it holds.
+    """
+    mode = config["preprocess"]["skull_strip"]
+    if mode == "none":
+        return False
+    if mode == "always":
+        return True
+    flair = get_sample_sheet(subject).loc[subject, "flair"]
+    return os.path.dirname(os.path.normpath(flair)) != os.path.join(DEMO_DIR, subject)
+
+
+def get_brain_source(wildcards):
+    """The brain mask that the skull_strip job made for the subject, or none (normalize_flair takes
+    the imported FLAIR's nonzero voxels, a skull-stripped FLAIR's brain)."""
+    if strips_skull(wildcards.subject):
+        return {"brain": f"results/stripped/{wildcards.subject}/brain.nii.gz"}
+    return {}
+
+
 def get_demo_seed(wildcards):
     """A demo subject's seed: the cohort seed and the subject's number (demo07 -> 7)."""
     number = re.fullmatch(r"demo(\d+)", wildcards.subject)

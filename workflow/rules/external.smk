@@ -13,6 +13,9 @@ rule external_segmentation:
         ),
         flairs=get_external_flairs,
         masks=expand("results/nifti/{subject}/mask.nii.gz", subject=EXTERNAL_SUBJECTS),
+        brains=expand(
+            "results/normalized/{subject}/brain.nii.gz", subject=EXTERNAL_SUBJECTS
+        ),
     output:
         subjects=report(
             "results/external/{model}/{input}/subjects.tsv",

@@ -1,10 +1,12 @@
-# SPEC stage 2: percentile clipping to [0, 1], the 8-bit image the radiomics use, and the brain
-# mask (imported FLAIR != 0) that every later stage takes as the brain.
+# SPEC stage 2: percentile clipping of the brain to [0, 1], the 8-bit image the radiomics use, and
+# the brain mask every later stage takes as the brain: rule skull_strip's (skull_strip.smk) when
+# the subject is stripped, else the imported FLAIR's nonzero voxels.
 
 
 rule normalize_flair:
     input:
-        "results/nifti/{subject}/flair.nii.gz",
+        unpack(get_brain_source),
+        flair="results/nifti/{subject}/flair.nii.gz",
     output:
         flair="results/normalized/{subject}/flair.nii.gz",
         flair_u8="results/normalized/{subject}/flair_u8.nii.gz",

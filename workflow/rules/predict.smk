@@ -27,10 +27,13 @@ rule predict:
         summary="results/predict/{patient}/lesion_summary.csv",
         lesions="results/predict/{patient}/lesions.csv",
         overlay="results/predict/{patient}/overlay.png",
+        brain="results/predict/{patient}/brain_mask.nii.gz",
     log:
         "logs/predict/{patient}.log",
     benchmark:
         "benchmarks/results/predict/{patient}.tsv"
+    params:
+        skull_strip=config["preprocess"]["skull_strip"],
     threads: 2
     resources:
         mem_mb=8000,

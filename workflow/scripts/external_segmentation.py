@@ -22,6 +22,7 @@ table = segment_external_cohort(
     snakemake.input.flairs,
     snakemake.input.masks,
     snakemake.output.masks,
+    brain_paths=snakemake.input.brains,
     min_lesion_voxels=snakemake.params.min_lesion_voxels,
     min_overlap=snakemake.params.min_overlap,
     threads=snakemake.threads,

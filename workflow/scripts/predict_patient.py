@@ -23,4 +23,5 @@ predict_patient(
     patient=snakemake.wildcards.patient,
     cv_dice=float(choice["cv_dice"]),
     threads=snakemake.threads,
+    skull_strip=snakemake.params.skull_strip,
 )
