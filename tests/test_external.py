@@ -119,5 +119,5 @@ def test_cohort_masks_equal_radfusion_predict_on_the_same_flair(tmp_path, write_
 
 
 def test_cohort_needs_one_file_of_each_kind_per_subject(tmp_path):
-    with pytest.raises(ValueError, match="one FLAIR, mask and output per subject"):
+    with pytest.raises(ValueError, match="one FLAIR, mask, brain mask and output per subject"):
         segment_external_cohort([], ["a", "b"], ["f"], ["m", "n"], ["o", "p"])

@@ -223,8 +223,18 @@ def test_a_flair_without_zero_background_is_predicted_with_a_warning(tmp_path, w
     flair, _ = blob_volume()
     source = write_nifti("in/p9.nii.gz", flair + 10.0, LPS)  # no voxel is 0: not skull-stripped
     with pytest.warns(UserWarning, match=r"subject 'p9', file '.*p9\.nii\.gz': no voxel is 0"):
-        summary = predict_patient(source, tmp_path / "out", model_paths=write_fold_models(tmp_path / "m"), patient="p9")
+        summary = predict_patient(
+            source, tmp_path / "out", model_paths=write_fold_models(tmp_path / "m"), patient="p9", skull_strip="none"
+        )
     assert summary["brain_slices"] == flair.shape[2]
+
+
+def test_a_stripping_result_without_brain_stops_predict_naming_the_file(tmp_path, write_nifti):
+    flair, _ = blob_volume()
+    source = write_nifti("in/p9.nii.gz", flair + 10.0, LPS)  # not stripped: auto strips; no head in it
+    with pytest.raises(InputError, match=r"subject 'p9', file '.*p9\.nii\.gz': skull stripping found \d+ mL"):
+        predict_patient(source, tmp_path / "out", model_paths=write_fold_models(tmp_path / "m"), patient="p9")
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_patient_writes_the_mask_on_the_lps_input_grid(tmp_path, write_nifti, caplog):
@@ -245,6 +255,9 @@ def test_predict_patient_writes_the_mask_on_the_lps_input_grid(tmp_path, write_n
     mask = np.asarray(written.dataobj)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
     assert not (mask.astype(bool) & (flair == 0)).any()
+    brain = nib.load(str(out / OUTPUT_FILES["brain"]))  # skull-stripped input: its nonzero voxels
+    np.testing.assert_array_equal(brain.affine, image.affine)
+    np.testing.assert_array_equal(np.asarray(brain.dataobj), (flair != 0).astype(np.uint8))
 
     table = pd.read_csv(out / OUTPUT_FILES["summary"])
     assert tuple(table.columns) == SUMMARY_COLUMNS and len(table) == 1
