@@ -38,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add = predict.add_argument
-    add("flair", metavar="FLAIR_OR_DICOM_DIR", help="FLAIR as a NIfTI file or a folder with one DICOM series")
+    add("flair", nargs="?", metavar="FLAIR_OR_DICOM_DIR", help="FLAIR as a NIfTI file or a folder with one DICOM series")
+    add(
+        "--bids",
+        metavar="DATASET",
+        help="segment every FLAIR of a BIDS dataset (sub-*/[ses-*/]anat/*_FLAIR.nii.gz) instead; --out is then "
+        "a new BIDS derivatives dataset (masks, lesion tables, lesion_summary.tsv)",
+    )
     add("--out", required=True, metavar="DIR", help="output folder")
     add(
         "--models",
@@ -92,9 +98,11 @@ def run_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--threads: expected at least 1, got {args.threads}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: CUDA is not available on this machine; use --device cpu")
-    flair = Path(args.flair)
+    if (args.flair is None) == (args.bids is None):
+        raise InputError("give either a FLAIR (file or DICOM folder) or --bids DATASET")
+    flair = Path(args.flair or args.bids)
     if not flair.exists():
-        raise InputError(f"file '{flair}': does not exist")
+        raise InputError(f"{'folder' if args.bids else 'file'} '{flair}': does not exist")
     torch.set_num_threads(args.threads)
     if args.models:
         run = Path(args.models)
@@ -104,6 +112,8 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         model, input_name, cv_dice = choose_model_input(args.eval_dir, model=args.model, input_name=args.input)
         paths = fold_model_paths(args.models_dir, model, input_name)
+    if args.bids:
+        return _predict_bids(args, flair, paths, cv_dice)
     summary = predict_patient(
         flair,
         args.out,
@@ -122,6 +132,21 @@ def run_predict(args: argparse.Namespace) -> int:
         f"({summary['model']}/{summary['input']}, {summary['folds']} fold models{dice})"
     )
     print("wrote " + ", ".join(str(Path(args.out) / name) for name in OUTPUT_FILES.values()))
+    return 0
+
+
+def _predict_bids(args: argparse.Namespace, root: Path, paths, cv_dice: float) -> int:
+    """``radfusion predict --bids``: every FLAIR of the dataset into a derivatives dataset."""
+    from radfusion.bids import COHORT_TABLE, predict_bids
+
+    cohort = predict_bids(
+        root, args.out, model_paths=paths, cv_dice=cv_dice, threshold=args.threshold, device=args.device,
+        threads=args.threads, skull_strip=args.skull_strip,
+    )
+    for row in cohort.itertuples():
+        session = "" if row.session_id == "n/a" else f" {row.session_id}"
+        print(f"{row.participant_id}{session}: {row.lesion_count} lesions, {row.total_volume_ml:.3f} mL")
+    print(f"wrote the BIDS derivatives dataset {args.out} ({len(cohort)} scans, {Path(args.out) / COHORT_TABLE})")
     return 0
 
 

@@ -35,9 +35,100 @@ def read_id_sheet(path, columns, schema):
     return table.set_index(id_column, drop=False)
 
 
-SAMPLES = read_id_sheet(
-    config["samples"], ["subject", "flair", "mask"], "../schemas/samples.schema.yaml"
+# BIDS (docs/decisions.md, "BIDS in and out"): a FLAIR is sub-<s>/[ses-<t>/]anat/*_FLAIR.nii[.gz];
+# its lesion mask lies in the derivatives folder of config bids.masks, at the same relative folder,
+# named by the FLAIR's entities + [_space-<x>]_label-lesion[_desc-<y>]_mask.nii[.gz]. The same
+# rules are radfusion.bids (radfusion predict --bids); a test checks that both read a tree alike.
+BIDS_FLAIR = re.compile(
+    r"(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?((?:_[a-z]+-[A-Za-z0-9]+)*)_FLAIR\.nii(?:\.gz)?"
 )
+BIDS_MASK_TAIL = (
+    r"(?:_space-[A-Za-z0-9]+)?_label-lesion(?:_desc-[A-Za-z0-9]+)?_mask\.nii(?:\.gz)?"
+)
+
+
+def bids_flairs(root):
+    """{subject ID: [FLAIR files]} of a BIDS dataset: ID sub-<s> or sub-<s>_ses-<t>, the files'
+    sub-/ses- entities matching their folders."""
+    found = {}
+    for anat in sorted(
+        glob_files(os.path.join(root, "sub-*", "anat"))
+        + glob_files(os.path.join(root, "sub-*", "ses-*", "anat"))
+    ):
+        folders = os.path.relpath(anat, root).split(os.sep)[:-1]
+        for name in sorted(os.listdir(anat)):
+            match = BIDS_FLAIR.fullmatch(name)
+            if match and [e for e in match.group(1, 2) if e] == folders:
+                found.setdefault("_".join(folders), []).append(os.path.join(anat, name))
+    return found
+
+
+def glob_files(pattern):
+    """Folders matching a glob pattern (a thin wrapper: glob imported once, here)."""
+    import glob
+
+    return [path for path in glob.glob(pattern) if os.path.isdir(path)]
+
+
+def bids_lesion_mask(flair, root, masks):
+    """The lesion mask of a BIDS FLAIR in derivatives folder masks, '' when there is none;
+    two candidates stop the run naming both."""
+    name = os.path.basename(flair)
+    prefix = name[: name.rindex("_FLAIR")]
+    folder = os.path.join(root, masks, os.path.relpath(os.path.dirname(flair), root))
+    pattern = re.compile(re.escape(prefix) + BIDS_MASK_TAIL)
+    candidates = (
+        sorted(n for n in os.listdir(folder) if pattern.fullmatch(n))
+        if os.path.isdir(folder)
+        else []
+    )
+    if len(candidates) > 1:
+        raise ValueError(
+            f"{folder}: several lesion masks for {name}: {candidates}; keep one"
+        )
+    return os.path.join(folder, candidates[0]) if candidates else ""
+
+
+def read_bids_dataset(root, masks):
+    """The sample table (subject, flair, mask) of a BIDS dataset root: one FLAIR per subject and
+    session, the mask from derivatives folder masks ('' if none). Errors name the subject and
+    the files."""
+    flairs = bids_flairs(root)
+    if not flairs:
+        raise ValueError(
+            f"{root}: BIDS dataset without FLAIR: no sub-*/[ses-*/]anat/sub-*_FLAIR.nii[.gz]"
+        )
+    ambiguous = {subject: files for subject, files in flairs.items() if len(files) > 1}
+    if ambiguous:
+        listing = "; ".join(
+            f"subject '{subject}': {', '.join(files)}"
+            for subject, files in ambiguous.items()
+        )
+        raise ValueError(
+            f"{root}: more than one FLAIR in one session ({listing}); keep one per "
+            "session (e.g. move the other acq-/run- scans out of the dataset)"
+        )
+    rows = [
+        {
+            "subject": subject,
+            "flair": files[0],
+            "mask": bids_lesion_mask(files[0], root, masks),
+        }
+        for subject, files in sorted(flairs.items())
+    ]
+    return pd.DataFrame(rows).set_index("subject", drop=False)
+
+
+def read_samples(path):
+    """The cohort of config samples: a sample sheet, or a BIDS dataset root (a folder)."""
+    if os.path.isdir(path):
+        return read_bids_dataset(path, config["bids"]["masks"])
+    return read_id_sheet(
+        path, ["subject", "flair", "mask"], "../schemas/samples.schema.yaml"
+    )
+
+
+SAMPLES = read_samples(config["samples"])
 
 SUBJECTS = list(SAMPLES.index)
 
@@ -52,9 +143,7 @@ def read_external_sheet():
     path = config["external"].get("samples")
     if not path:
         return None
-    sheet = read_id_sheet(
-        path, ["subject", "flair", "mask"], "../schemas/samples.schema.yaml"
-    )
+    sheet = read_samples(path)
     shared = sorted(set(sheet.index) & set(SUBJECTS))
     if shared:
         raise ValueError(
@@ -87,6 +176,15 @@ def read_external_sheet():
 # like SUBJECTS, never through slices, folds, training or the cohort's features table.
 EXTERNAL = read_external_sheet()
 EXTERNAL_SUBJECTS = [] if EXTERNAL is None else list(EXTERNAL.index)
+# Subjects without a lesion mask (an empty mask cell, a BIDS FLAIR without a derivatives mask) are
+# imported by rule import_flair (FLAIR only) and refused by every target that needs a mask.
+MASKLESS_SUBJECTS = [
+    subject
+    for sheet in (SAMPLES, EXTERNAL)
+    if sheet is not None
+    for subject, row in sheet.iterrows()
+    if not row["mask"]
+]
 MODELS = list(config["models"])
 INPUTS = list(config["inputs"])
 FOLDS = list(range(1, config["folds"] + 1))
@@ -150,7 +248,7 @@ def get_flair_source(wildcards):
 
 
 def get_mask_source(wildcards):
-    """The subject's lesion mask as listed in its sheet."""
+    """The subject's lesion mask as listed in its sheet (import_subject: subjects with one)."""
     return get_sample_sheet(wildcards.subject).loc[wildcards.subject, "mask"]
 
 
@@ -176,6 +274,63 @@ def get_brain_source(wildcards):
     if strips_skull(wildcards.subject):
         return {"brain": f"results/stripped/{wildcards.subject}/brain.nii.gz"}
     return {}
+
+
+def missing_mask_reason(subject):
+    """Why a subject has no lesion mask, or '' when it has one."""
+    sheet = get_sample_sheet(subject)
+    if sheet.loc[subject, "mask"]:
+        return ""
+    flair = sheet.loc[subject, "flair"]
+    source = config["samples"] if sheet is SAMPLES else config["external"]["samples"]
+    if os.path.isdir(source):
+        expected = os.path.join(
+            source,
+            config["bids"]["masks"],
+            os.path.relpath(os.path.dirname(flair), source),
+            os.path.basename(flair)[: os.path.basename(flair).rindex("_FLAIR")]
+            + "_label-lesion_mask.nii.gz",
+        )
+        return f"no lesion mask for FLAIR {flair} in the derivatives folder (expected {expected})"
+    return f"the mask cell of its row in {source} is empty (FLAIR {flair})"
+
+
+def lesion_masks(subjects):
+    """The imported lesion masks of subjects (results/nifti/{subject}/mask.nii.gz), for a target
+    that needs them; subjects without a mask stop it, each named with its FLAIR and why.
+    """
+    reasons = {subject: missing_mask_reason(subject) for subject in subjects}
+    missing = [f"subject '{s}': {why}" for s, why in reasons.items() if why]
+    if missing:
+        raise ValueError(
+            "this target needs lesion masks, and "
+            + "; ".join(missing)
+            + ". Give the masks, or ask for targets that need none (brain mask, normalized "
+            "FLAIR, CR/RE maps: results/features/{subject}/cr.nii.gz)"
+        )
+    return expand("results/nifti/{subject}/mask.nii.gz", subject=subjects)
+
+
+def get_lesion_mask(wildcards):
+    """The subject's imported lesion mask (export_slices); see lesion_masks()."""
+    return lesion_masks([wildcards.subject])[0]
+
+
+def get_fold_subjects(wildcards):
+    """The subjects the folds split: all of the sample sheet, each with a lesion mask (training
+    needs them all)."""
+    lesion_masks(SUBJECTS)
+    return SUBJECTS
+
+
+def get_sample_sheet_file(wildcards):
+    """The sample sheet file (assign_folds reads it for its full check), none for a BIDS root."""
+    return [] if os.path.isdir(config["samples"]) else [config["samples"]]
+
+
+def subjects_regex(subjects):
+    """A wildcard regex matching exactly these subject IDs (none: matches nothing)."""
+    return "|".join(map(re.escape, subjects)) if subjects else "(?!)"
 
 
 def get_demo_seed(wildcards):
@@ -359,7 +514,7 @@ def get_figure1_inputs(wildcards):
             for run in runs
             for subject in SUBJECTS
         ],
-        "masks": expand("results/nifti/{subject}/mask.nii.gz", subject=SUBJECTS),
+        "masks": lesion_masks(SUBJECTS),
         "flairs": expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS),
         "brains": expand("results/normalized/{subject}/brain.nii.gz", subject=SUBJECTS),
     }
@@ -497,6 +652,17 @@ def get_external_flairs(wildcards):
     return expand("results/nifti/{subject}/flair.nii.gz", subject=EXTERNAL_SUBJECTS)
 
 
+def get_cohort_masks(wildcards):
+    """The lesion masks of every subject of the sample sheet (feature_distributions)."""
+    return lesion_masks(SUBJECTS)
+
+
+def get_external_masks(wildcards):
+    """The lesion masks of every external subject (external_segmentation scores against them)."""
+    check_external_cohort()
+    return lesion_masks(EXTERNAL_SUBJECTS)
+
+
 def get_external_subjects_tables():
     """results/external/{model}/{input}/subjects.tsv of every run, in get_model_input_runs() order."""
     check_external_cohort()
@@ -531,9 +697,7 @@ def get_figure5_inputs(wildcards):
             for run in get_model_input_runs()
             for subject in EXTERNAL_SUBJECTS
         ],
-        "masks": expand(
-            "results/nifti/{subject}/mask.nii.gz", subject=EXTERNAL_SUBJECTS
-        ),
+        "masks": lesion_masks(EXTERNAL_SUBJECTS),
         "flairs": expand(
             "results/normalized/{subject}/flair.nii.gz", subject=EXTERNAL_SUBJECTS
         ),

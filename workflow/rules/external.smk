@@ -12,7 +12,7 @@ rule external_segmentation:
             "results/models/{{model}}/{{input}}/fold{fold}/model.pt", fold=FOLDS
         ),
         flairs=get_external_flairs,
-        masks=expand("results/nifti/{subject}/mask.nii.gz", subject=EXTERNAL_SUBJECTS),
+        masks=get_external_masks,
         brains=expand(
             "results/normalized/{subject}/brain.nii.gz", subject=EXTERNAL_SUBJECTS
         ),

@@ -5,7 +5,7 @@ rule feature_distributions:
     input:
         cr=expand("results/features/{subject}/cr.nii.gz", subject=SUBJECTS),
         re=expand("results/features/{subject}/re.nii.gz", subject=SUBJECTS),
-        mask=expand("results/nifti/{subject}/mask.nii.gz", subject=SUBJECTS),
+        mask=get_cohort_masks,
         brain=expand("results/normalized/{subject}/brain.nii.gz", subject=SUBJECTS),
     output:
         table=report(

@@ -3,13 +3,13 @@
 
 rule assign_folds:
     input:
-        config["samples"],
+        get_sample_sheet_file,
     output:
         "results/folds.tsv",
     log:
         "logs/folds/assign_folds.log",
     params:
-        subjects=SUBJECTS,
+        subjects=get_fold_subjects,
         n_folds=config["folds"],
         seed=config["seed"],
     threads: 1

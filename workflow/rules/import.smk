@@ -2,6 +2,10 @@
 
 
 rule import_subject:
+    wildcard_constraints:
+        subject=subjects_regex(
+            [s for s in SUBJECTS + EXTERNAL_SUBJECTS if s not in MASKLESS_SUBJECTS]
+        ),
     input:
         flair=get_flair_source,
         mask=get_mask_source,
@@ -20,3 +24,14 @@ rule import_subject:
         "../envs/imaging.yaml"
     script:
         "../scripts/import_subject.py"
+
+
+# Subjects without a lesion mask (empty mask cell; BIDS FLAIR without a derivatives mask): the FLAIR
+# alone, so that the targets that need no mask (brain mask, normalized FLAIR, CR/RE maps) run.
+use rule import_subject as import_flair with:
+    wildcard_constraints:
+        subject=subjects_regex(MASKLESS_SUBJECTS),
+    input:
+        flair=get_flair_source,
+    output:
+        flair="results/nifti/{subject}/flair.nii.gz",

@@ -7,7 +7,7 @@ rule export_slices:
         flair="results/normalized/{subject}/flair.nii.gz",
         cr="results/features/{subject}/cr.nii.gz",
         re="results/features/{subject}/re.nii.gz",
-        mask="results/nifti/{subject}/mask.nii.gz",
+        mask=get_lesion_mask,
         brain="results/normalized/{subject}/brain.nii.gz",
     output:
         "results/slices/{subject}.npz",

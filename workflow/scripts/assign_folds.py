@@ -18,10 +18,14 @@ from radfusion.io import check_sample_sheet
 # The sample sheet's full check, with the fold count: here, where the folds are needed, rather than
 # when the workflow is read, so that targets without folds (one subject's feature maps) run with
 # fewer subjects than folds. The message names the sheet; --show-failed-logs prints it.
-sheet = snakemake.input[0]
-check_sample_sheet(
-    pd.read_csv(sheet, sep="\t", dtype=str, comment="#").fillna(""), n_folds=snakemake.params.n_folds, sheet=sheet
-)
+if snakemake.input:  # a sample sheet
+    sheet = snakemake.input[0]
+    table = pd.read_csv(sheet, sep="\t", dtype=str, comment="#").fillna("")
+else:  # a BIDS dataset, its table made by the workflow (common.smk): only the fold count to check
+    sheet = f"BIDS dataset {snakemake.config['samples']}"
+    subjects = snakemake.params.subjects
+    table = pd.DataFrame({"subject": subjects, "flair": ["(BIDS)"] * len(subjects), "mask": ""})
+check_sample_sheet(table, n_folds=snakemake.params.n_folds, sheet=sheet)
 folds = subject_folds(snakemake.params.subjects, n_folds=snakemake.params.n_folds, seed=snakemake.params.seed)
 write_folds(folds, snakemake.output[0])
 logging.info("fold sizes: %s", dict(sorted(Counter(folds.values()).items())))

@@ -1,4 +1,4 @@
-"""Rule import_subject: DICOM folder or NIfTI -> canonical, checked NIfTI (SPEC stage 1)."""
+"""Rules import_subject and import_flair: DICOM folder or NIfTI -> canonical, checked NIfTI (SPEC stage 1)."""
 
 import logging
 import sys
@@ -11,11 +11,11 @@ logging.captureWarnings(True)
 
 from radfusion.io import import_subject
 
-import_subject(
+import_subject(  # rule import_flair (a subject without lesion mask) has neither mask
     snakemake.input.flair,
-    snakemake.input.mask,
+    snakemake.input.get("mask"),
     snakemake.output.flair,
-    snakemake.output.mask,
+    snakemake.output.get("mask"),
     subject=snakemake.wildcards.subject,
     affine_tolerance=snakemake.params.affine_tolerance,
     mask_threshold=snakemake.params.mask_threshold,

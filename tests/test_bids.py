@@ -1,0 +1,206 @@
+"""BIDS datasets in (radfusion.bids and the workflow's samples), BIDS derivatives out (predict --bids)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import PROJECT, job_counts, run_snakemake, shared_data
+from radfusion.bids import COHORT_COLUMNS, COHORT_TABLE, find_flairs, predict_bids
+from radfusion.cli import main
+from radfusion.io import InputError
+
+from test_predict import blob_volume, write_fold_models
+
+AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
+
+
+def write(path, data, affine=AFFINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
+    return path
+
+
+def small_tree(root, *, masks=True):
+    """sub-01 with sessions 1 and 2, sub-02 without sessions; lesion masks (unless masks=False)
+    for sub-01 ses-1 (with space-orig) and sub-02, none for sub-01 ses-2."""
+    flair, blobs = blob_volume()
+    files = {
+        "sub-01_ses-1": root / "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz",
+        "sub-01_ses-2": root / "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_FLAIR.nii.gz",
+        "sub-02": root / "sub-02/anat/sub-02_FLAIR.nii.gz",
+    }
+    for path in files.values():
+        write(path, flair)
+    (root / "sub-02/anat/sub-02_T1w.nii.gz").write_bytes(b"")  # not a FLAIR: ignored
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.10.0"}))
+    if masks:
+        derivatives = root / "derivatives" / "lesion_masks"
+        write(derivatives / "sub-01/ses-1/anat/sub-01_ses-1_space-orig_label-lesion_mask.nii.gz", blobs)
+        write(derivatives / "sub-02/anat/sub-02_label-lesion_mask.nii.gz", blobs)
+    return files
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def test_subjects_and_sessions_keep_their_bids_labels(tmp_path):
+    files = small_tree(tmp_path)
+    scans = find_flairs(tmp_path)
+    assert [s.subject for s in scans] == ["sub-01_ses-1", "sub-01_ses-2", "sub-02"]
+    assert [(s.participant_id, s.session_id) for s in scans] == [("sub-01", "ses-1"), ("sub-01", "ses-2"), ("sub-02", "")]
+    assert [s.flair for s in scans] == list(files.values())
+    assert scans[1].prefix == "sub-01_ses-2_acq-ax"
+
+
+def test_a_root_without_flair_is_refused(tmp_path):
+    (tmp_path / "sub-01/anat").mkdir(parents=True)
+    write(tmp_path / "sub-01/anat/sub-01_T1w.nii.gz", np.ones((4, 4, 4)))
+    with pytest.raises(InputError, match=r"BIDS dataset without FLAIR"):
+        find_flairs(tmp_path)
+
+
+def test_two_flairs_in_one_session_are_refused_naming_subject_and_files(tmp_path):
+    small_tree(tmp_path)
+    write(tmp_path / "sub-01/ses-1/anat/sub-01_ses-1_run-2_FLAIR.nii.gz", np.ones((4, 4, 4)))
+    with pytest.raises(InputError, match=r"subject 'sub-01_ses-1': .*sub-01_ses-1_FLAIR\.nii\.gz, .*_run-2_FLAIR"):
+        find_flairs(tmp_path)
+
+
+# --- the workflow's samples: a BIDS root (dry runs: the DAG, no job runs) -----------------------
+
+
+def dry_run(tmp_path, samples, *targets):
+    return run_snakemake(
+        ["-n", "--quiet", "rules", "--directory", str(tmp_path), "--snakefile", str(PROJECT / "workflow" / "Snakefile"),
+         "--configfile", str(PROJECT / "config" / "quick.yaml"), "--config", f"samples={samples}", *targets],
+        timeout=300,
+    )
+
+
+def test_workflow_reads_the_tree_as_radfusion_bids_does(tmp_path):
+    small_tree(tmp_path / "bids")
+    subjects = [s.subject for s in find_flairs(tmp_path / "bids")]
+    targets = [f"results/normalized/{s}/brain.nii.gz" for s in subjects]
+    result = dry_run(tmp_path, tmp_path / "bids", *targets)
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    # two subjects with a mask: import_subject; sub-01_ses-2 without: import_flair (FLAIR only)
+    assert counts["import_subject"] == 2 and counts["import_flair"] == 1 and counts["normalize_flair"] == 3
+    assert counts["skull_strip"] == 3  # not demo subjects: auto lets the job decide
+
+
+def test_a_target_that_needs_the_missing_mask_names_subject_and_file(tmp_path):
+    small_tree(tmp_path / "bids")
+    result = dry_run(tmp_path, tmp_path / "bids", "results/slices/sub-01_ses-2.npz")
+    assert result.returncode != 0
+    assert "subject 'sub-01_ses-2': no lesion mask for FLAIR" in result.stderr
+    assert "sub-01_ses-2_acq-ax_label-lesion_mask.nii.gz" in result.stderr
+    ok = dry_run(tmp_path, tmp_path / "bids", "results/features/sub-01_ses-2/cr.nii.gz")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_a_root_without_flair_and_two_flairs_stop_the_workflow(tmp_path):
+    (tmp_path / "empty/sub-01/anat").mkdir(parents=True)
+    result = dry_run(tmp_path, tmp_path / "empty")
+    assert result.returncode != 0 and "BIDS dataset without FLAIR" in result.stderr
+    small_tree(tmp_path / "two")
+    write(tmp_path / "two/sub-02/anat/sub-02_acq-sag_FLAIR.nii.gz", np.ones((4, 4, 4)))
+    result = dry_run(tmp_path, tmp_path / "two")
+    assert result.returncode != 0
+    assert re.search(r"subject 'sub-02': .*sub-02_FLAIR\.nii\.gz, .*sub-02_acq-sag_FLAIR\.nii\.gz", result.stderr)
+
+
+def test_an_empty_mask_cell_is_the_same_case(tmp_path):
+    flair, _ = blob_volume()
+    write(tmp_path / "p1.nii.gz", flair)
+    sheet = tmp_path / "sheet.tsv"
+    sheet.write_text(f"subject\tflair\tmask\np1\t{tmp_path / 'p1.nii.gz'}\t\n")
+    result = dry_run(tmp_path, sheet, "results/tables/features.csv")
+    assert result.returncode != 0
+    assert "Empty file path" not in result.stderr
+    assert f"subject 'p1': the mask cell of its row in {sheet} is empty" in result.stderr
+    ok = dry_run(tmp_path, sheet, "results/features/p1/re.nii.gz")
+    assert ok.returncode == 0, ok.stderr
+    assert job_counts(ok.stdout)["import_flair"] == 1
+
+
+# --- predict --bids: a BIDS derivatives dataset -------------------------------------------------
+
+ENTITY = r"[a-z]+-[A-Za-z0-9]+"
+
+
+def check_derivatives(root):
+    """BIDS derivative rules, written from the spec (the validator is not installed here)."""
+    description = json.loads((root / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["BIDSVersion"]
+    assert description["Name"] and description["GeneratedBy"][0]["Name"] == "radfusion"
+    assert description["GeneratedBy"][0]["Version"]
+    for path in root.rglob("*"):
+        if path.is_dir() or path.parent == root:
+            continue
+        parts = path.relative_to(root).parts
+        assert re.fullmatch(r"sub-[A-Za-z0-9]+", parts[0]) and parts[-2] == "anat", path
+        match = re.fullmatch(rf"(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?((?:_{ENTITY})*)_([a-zA-Z0-9]+)\.(nii\.gz|json|tsv)", parts[-1])
+        assert match, path
+        assert [e for e in match.group(1, 2) if e] == list(parts[:-2]), path  # entities match the folders
+        if match.group(4) == "mask" and match.group(5) == "json":
+            assert json.loads(path.read_text())["Type"] in ("Brain", "Lesion", "Face", "ROI")
+            assert path.with_name(path.name.replace(".json", ".nii.gz")).exists()
+
+
+def test_predict_bids_writes_a_derivatives_dataset_and_the_cohort_table(tmp_path):
+    small_tree(tmp_path / "bids", masks=False)
+    models = write_fold_models(tmp_path / "models", input_name="mri")
+    assert main(["predict", "--bids", str(tmp_path / "bids"), "--out", str(tmp_path / "derivatives"),
+                 "--models", str(models[0].parent.parent), "-q"]) == 0
+    out = tmp_path / "derivatives"
+    check_derivatives(out)
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_label-lesion_mask.nii.gz" in names
+    assert "sub-02/anat/sub-02_label-brain_mask.json" in names and "sub-02/anat/sub-02_desc-lesions_stats.tsv" in names
+    cohort = pd.read_csv(out / COHORT_TABLE, sep="\t")
+    assert tuple(cohort.columns) == COHORT_COLUMNS
+    assert cohort[["participant_id", "session_id"]].values.tolist() == [["sub-01", "ses-1"], ["sub-01", "ses-2"], ["sub-02", "n/a"]]
+    for row, prefix in zip(cohort.itertuples(), ["sub-01/ses-1/anat/sub-01_ses-1", "sub-01/ses-2/anat/sub-01_ses-2_acq-ax", "sub-02/anat/sub-02"]):
+        mask = nib.load(str(out / f"{prefix}_label-lesion_mask.nii.gz"))
+        voxels = int(np.count_nonzero(np.asarray(mask.dataobj)))
+        assert row.lesion_voxels == voxels
+        assert row.total_volume_ml == pytest.approx(voxels * 2.0 / 1000, rel=1e-5)
+        assert row.lesion_count == len(pd.read_csv(out / f"{prefix}_desc-lesions_stats.tsv", sep="\t"))
+
+
+def test_predict_bids_leaves_nothing_when_a_scan_fails(tmp_path):
+    small_tree(tmp_path / "bids", masks=False)
+    (tmp_path / "bids/sub-02/anat/sub-02_FLAIR.nii.gz").write_bytes(b"not a nifti")
+    models = write_fold_models(tmp_path / "models", input_name="mri")
+    with pytest.raises(InputError, match=r"subject 'sub-02'.*sub-02_FLAIR\.nii\.gz"):
+        predict_bids(tmp_path / "bids", tmp_path / "derivatives", model_paths=models)
+    assert not (tmp_path / "derivatives").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bids", "models"] or sorted(p.name for p in tmp_path.iterdir()) == ["bids", "models"]
+
+
+def test_predict_bids_on_clinical_flairs_strips_and_keeps_lesions_in_the_brain(tmp_path):
+    data = shared_data("open_ms_data", "clinical_flair")
+    scans = {"sub-01/ses-1": "patient01_study1", "sub-01/ses-2": "patient01_study2", "sub-04/ses-1": "patient04_study1"}
+    for folder, scan in scans.items():
+        anat = tmp_path / "bids" / folder / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"{folder.replace('/', '_')}_FLAIR.nii.gz").symlink_to(data / scan / "FLAIR.nii.gz")
+    models = write_fold_models(tmp_path / "models", input_name="mri", image_size=64)
+    cohort = predict_bids(tmp_path / "bids", tmp_path / "derivatives", model_paths=models, threads=2)
+    check_derivatives(tmp_path / "derivatives")
+    assert len(cohort) == 3
+    for folder, scan in scans.items():
+        prefix = tmp_path / "derivatives" / folder / "anat" / folder.replace("/", "_")
+        brain = np.asarray(nib.load(f"{prefix}_label-brain_mask.nii.gz").dataobj) > 0
+        lesions = np.asarray(nib.load(f"{prefix}_label-lesion_mask.nii.gz").dataobj) > 0
+        reference = np.asarray(nib.load(str(data / scan / "brain_mask.nii.gz")).dataobj) > 0.5
+        assert brain.shape == reference.shape  # on the scan's own grid
+        assert 2 * np.count_nonzero(brain & reference) / (brain.sum() + reference.sum()) >= 0.95
+        assert not (lesions & ~brain).any()
