@@ -77,8 +77,9 @@ def test_two_flairs_in_one_session_are_refused_naming_subject_and_files(tmp_path
 
 def dry_run(tmp_path, samples, *targets):
     return run_snakemake(
-        ["-n", "--quiet", "rules", "--directory", str(tmp_path), "--snakefile", str(PROJECT / "workflow" / "Snakefile"),
-         "--configfile", str(PROJECT / "config" / "quick.yaml"), "--config", f"samples={samples}", *targets],
+        [*targets, "-n", "--quiet", "rules", "--directory", str(tmp_path), "--snakefile",
+         str(PROJECT / "workflow" / "Snakefile"), "--configfile", str(PROJECT / "config" / "quick.yaml"),
+         "--config", f"samples={samples}"],
         timeout=300,
     )
 
@@ -88,7 +89,7 @@ def test_workflow_reads_the_tree_as_radfusion_bids_does(tmp_path):
     subjects = [s.subject for s in find_flairs(tmp_path / "bids")]
     targets = [f"results/normalized/{s}/brain.nii.gz" for s in subjects]
     result = dry_run(tmp_path, tmp_path / "bids", *targets)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
     # two subjects with a mask: import_subject; sub-01_ses-2 without: import_flair (FLAIR only)
     assert counts["import_subject"] == 2 and counts["import_flair"] == 1 and counts["normalize_flair"] == 3
@@ -99,8 +100,8 @@ def test_a_target_that_needs_the_missing_mask_names_subject_and_file(tmp_path):
     small_tree(tmp_path / "bids")
     result = dry_run(tmp_path, tmp_path / "bids", "results/slices/sub-01_ses-2.npz")
     assert result.returncode != 0
-    assert "subject 'sub-01_ses-2': no lesion mask for FLAIR" in result.stderr
-    assert "sub-01_ses-2_acq-ax_label-lesion_mask.nii.gz" in result.stderr
+    assert "subject 'sub-01_ses-2' has no lesion mask: FLAIR" in (result.stdout + result.stderr)
+    assert "sub-01_ses-2_acq-ax_label-lesion_mask.nii.gz" in (result.stdout + result.stderr)
     ok = dry_run(tmp_path, tmp_path / "bids", "results/features/sub-01_ses-2/cr.nii.gz")
     assert ok.returncode == 0, ok.stderr
 
@@ -108,12 +109,12 @@ def test_a_target_that_needs_the_missing_mask_names_subject_and_file(tmp_path):
 def test_a_root_without_flair_and_two_flairs_stop_the_workflow(tmp_path):
     (tmp_path / "empty/sub-01/anat").mkdir(parents=True)
     result = dry_run(tmp_path, tmp_path / "empty")
-    assert result.returncode != 0 and "BIDS dataset without FLAIR" in result.stderr
+    assert result.returncode != 0 and "BIDS dataset without FLAIR" in (result.stdout + result.stderr)
     small_tree(tmp_path / "two")
     write(tmp_path / "two/sub-02/anat/sub-02_acq-sag_FLAIR.nii.gz", np.ones((4, 4, 4)))
     result = dry_run(tmp_path, tmp_path / "two")
     assert result.returncode != 0
-    assert re.search(r"subject 'sub-02': .*sub-02_FLAIR\.nii\.gz, .*sub-02_acq-sag_FLAIR\.nii\.gz", result.stderr)
+    assert re.search(r"subject 'sub-02': .*sub-02_FLAIR\.nii\.gz, .*sub-02_acq-sag_FLAIR\.nii\.gz", (result.stdout + result.stderr))
 
 
 def test_an_empty_mask_cell_is_the_same_case(tmp_path):
@@ -123,8 +124,8 @@ def test_an_empty_mask_cell_is_the_same_case(tmp_path):
     sheet.write_text(f"subject\tflair\tmask\np1\t{tmp_path / 'p1.nii.gz'}\t\n")
     result = dry_run(tmp_path, sheet, "results/tables/features.csv")
     assert result.returncode != 0
-    assert "Empty file path" not in result.stderr
-    assert f"subject 'p1': the mask cell of its row in {sheet} is empty" in result.stderr
+    assert "Empty file path" not in (result.stdout + result.stderr)
+    assert f"subject 'p1' has no lesion mask: FLAIR {tmp_path / 'p1.nii.gz'}, the mask cell of its row in {sheet} is empty" in (result.stdout + result.stderr)
     ok = dry_run(tmp_path, sheet, "results/features/p1/re.nii.gz")
     assert ok.returncode == 0, ok.stderr
     assert job_counts(ok.stdout)["import_flair"] == 1
@@ -164,7 +165,7 @@ def test_predict_bids_writes_a_derivatives_dataset_and_the_cohort_table(tmp_path
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert "sub-01/ses-2/anat/sub-01_ses-2_acq-ax_label-lesion_mask.nii.gz" in names
     assert "sub-02/anat/sub-02_label-brain_mask.json" in names and "sub-02/anat/sub-02_desc-lesions_stats.tsv" in names
-    cohort = pd.read_csv(out / COHORT_TABLE, sep="\t")
+    cohort = pd.read_csv(out / COHORT_TABLE, sep="\t", keep_default_na=False)
     assert tuple(cohort.columns) == COHORT_COLUMNS
     assert cohort[["participant_id", "session_id"]].values.tolist() == [["sub-01", "ses-1"], ["sub-01", "ses-2"], ["sub-02", "n/a"]]
     for row, prefix in zip(cohort.itertuples(), ["sub-01/ses-1/anat/sub-01_ses-1", "sub-01/ses-2/anat/sub-01_ses-2_acq-ax", "sub-02/anat/sub-02"]):

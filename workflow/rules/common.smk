@@ -291,8 +291,8 @@ def missing_mask_reason(subject):
             os.path.basename(flair)[: os.path.basename(flair).rindex("_FLAIR")]
             + "_label-lesion_mask.nii.gz",
         )
-        return f"no lesion mask for FLAIR {flair} in the derivatives folder (expected {expected})"
-    return f"the mask cell of its row in {source} is empty (FLAIR {flair})"
+        return f"FLAIR {flair}, no {expected}"
+    return f"FLAIR {flair}, the mask cell of its row in {source} is empty"
 
 
 def lesion_masks(subjects):
@@ -300,13 +300,12 @@ def lesion_masks(subjects):
     that needs them; subjects without a mask stop it, each named with its FLAIR and why.
     """
     reasons = {subject: missing_mask_reason(subject) for subject in subjects}
-    missing = [f"subject '{s}': {why}" for s, why in reasons.items() if why]
+    missing = [f"subject '{s}' has no lesion mask: {why}" for s, why in reasons.items() if why]
     if missing:
         raise ValueError(
-            "this target needs lesion masks, and "
-            + "; ".join(missing)
-            + ". Give the masks, or ask for targets that need none (brain mask, normalized "
-            "FLAIR, CR/RE maps: results/features/{subject}/cr.nii.gz)"
+            "; ".join(missing)
+            + ". This target needs the lesion masks: give them, or ask for targets that need "
+            "none (brain mask, normalized FLAIR, CR/RE maps: results/features/{subject}/cr.nii.gz)"
         )
     return expand("results/nifti/{subject}/mask.nii.gz", subject=subjects)
 
