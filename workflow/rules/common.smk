@@ -300,7 +300,9 @@ def lesion_masks(subjects):
     that needs them; subjects without a mask stop it, each named with its FLAIR and why.
     """
     reasons = {subject: missing_mask_reason(subject) for subject in subjects}
-    missing = [f"subject '{s}' has no lesion mask: {why}" for s, why in reasons.items() if why]
+    missing = [
+        f"subject '{s}' has no lesion mask: {why}" for s, why in reasons.items() if why
+    ]
     if missing:
         raise ValueError(
             "; ".join(missing)
