@@ -591,3 +591,15 @@ def test_one_model_or_a_list_of_it_give_the_same_masks():
     np.testing.assert_array_equal(
         single, predict_slice_masks([BrightPixels(), BrightPixels()], images[:, :1], image_size=32)
     )
+
+
+def test_min_lesion_size_in_mm3_holds_across_grids():
+    from radfusion.evaluate import min_lesion_size_voxels
+
+    thick = np.diag([0.72, 0.72, 3.0, 1.0])
+    assert min_lesion_size_voxels(np.eye(4), min_lesion_mm3=3.0) == 3
+    assert min_lesion_size_voxels(thick, min_lesion_mm3=3.0) == 2  # 2 x 1.555 mm^3 >= 3 mm^3
+    assert min_lesion_size_voxels(np.diag([2.0, 2.0, 2.0, 1.0]), min_lesion_mm3=3.0) == 1
+    assert min_lesion_size_voxels(thick, min_lesion_voxels=3) == 3  # unset: voxels, as before
+    with pytest.raises(ValueError, match="min_lesion_mm3"):
+        min_lesion_size_voxels(thick, min_lesion_mm3=-1.0)

@@ -208,6 +208,46 @@ def _hit(labels: np.ndarray, sizes: np.ndarray, other: np.ndarray, min_overlap: 
     return covered > min_overlap * sizes
 
 
+def min_lesion_size_voxels(
+    affine: np.ndarray, *, min_lesion_voxels: int = 3, min_lesion_mm3: float | None = None
+) -> int:
+    """The lesion metrics' minimum lesion size in voxels of one grid.
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        The masks' affine (mm).
+    min_lesion_voxels : int
+        Config ``evaluation.min_lesion_voxels``, used when ``min_lesion_mm3`` is None.
+    min_lesion_mm3 : float, optional
+        Config ``evaluation.min_lesion_mm3``: the minimum as a volume.
+
+    Returns
+    -------
+    int
+        ``ceil(min_lesion_mm3 / voxel volume)`` (a component of at least that volume is kept),
+        or ``min_lesion_voxels``.
+
+    Notes
+    -----
+    A size in voxels means a different volume on every grid: 3 voxels are 3 mm^3 at 1 mm
+    isotropic but 4.7 mm^3 at 0.72 x 0.72 x 3 mm and 24 mm^3 at 2 mm. ``min_lesion_mm3`` holds
+    across grids (MSSEG-2016's minimum is 3 mm^3): 3 mm^3 is 3 voxels at 1 mm, 2 voxels at
+    0.72 x 0.72 x 3 mm, 1 voxel at 2 mm.
+    """
+    if min_lesion_mm3 is None:
+        return int(min_lesion_voxels)
+    if min_lesion_mm3 < 0:
+        raise ValueError(f"min_lesion_mm3 must be >= 0, got {min_lesion_mm3}")
+    voxel_mm3 = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
+    return int(np.ceil(min_lesion_mm3 / voxel_mm3 - 1e-9))
+
+
+def _for_subject(min_lesion_voxels: int | Mapping[str, int], subject: str) -> int:
+    """One subject's minimum lesion size: a mapping is looked up, a number used as is."""
+    return int(min_lesion_voxels[subject]) if isinstance(min_lesion_voxels, Mapping) else int(min_lesion_voxels)
+
+
 def lesion_metrics(
     prediction: np.ndarray,
     truth: np.ndarray,
@@ -564,7 +604,7 @@ def evaluate_cross_validation(
     *,
     threshold: float = 0.5,
     device: str | torch.device | None = None,
-    min_lesion_voxels: int = 3,
+    min_lesion_voxels: int | Mapping[str, int] = 3,
     min_overlap: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Evaluate every fold's final model on its test subjects (SPEC stage 8).
@@ -582,7 +622,8 @@ def evaluate_cross_validation(
     device : optional
         ``None``: CUDA when present, else the CPU.
     min_lesion_voxels, min_overlap : optional
-        Of the lesion-level metrics (config ``evaluation``; :func:`lesion_metrics`).
+        Of the lesion-level metrics (config ``evaluation``; :func:`lesion_metrics`);
+        ``min_lesion_voxels`` may map subject -> voxels (:func:`min_lesion_size_voxels`).
 
     Returns
     -------
@@ -610,7 +651,7 @@ def evaluate_cross_validation(
             )
             row, rows = score_subject(
                 predicted, arrays["masks"], subject=subject, fold=fold, slice_index=arrays["slice_index"],
-                min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap,
+                min_lesion_voxels=_for_subject(min_lesion_voxels, subject), min_overlap=min_overlap,
             )
             subject_rows.append(row)
             slice_rows.extend(rows)
@@ -668,7 +709,7 @@ def evaluate_baselines(
     slice_paths: Mapping[str, str | os.PathLike],
     folds: Mapping[str, int],
     *,
-    min_lesion_voxels: int = 3,
+    min_lesion_voxels: int | Mapping[str, int] = 3,
     min_overlap: float = 0.0,
 ) -> pd.DataFrame:
     """Score two non-learned baselines with the same metrics as the networks.
@@ -680,7 +721,8 @@ def evaluate_baselines(
     folds : mapping
         ``subject -> fold``.
     min_lesion_voxels, min_overlap : optional
-        Of the lesion-level metrics (config ``evaluation``; :func:`lesion_metrics`).
+        Of the lesion-level metrics (config ``evaluation``; :func:`lesion_metrics`);
+        ``min_lesion_voxels`` may map subject -> voxels (:func:`min_lesion_size_voxels`).
 
     Returns
     -------
@@ -713,7 +755,7 @@ def evaluate_baselines(
             for name, (predicted, t) in candidates.items():
                 row, _ = score_subject(
                     predicted, truth, subject=subject, fold=fold, slice_index=arrays[subject]["slice_index"],
-                    min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap,
+                    min_lesion_voxels=_for_subject(min_lesion_voxels, subject), min_overlap=min_overlap,
                 )
                 rows.append({"baseline": name, "threshold": t, **row})
     return pd.DataFrame(rows, columns=["baseline", "threshold", *SUBJECT_COLUMNS])

@@ -120,6 +120,7 @@ def segment_external_cohort(
     *,
     brain_paths: Sequence[str | os.PathLike] | None = None,
     min_lesion_voxels: int = 3,
+    min_lesion_mm3: float | None = None,
     min_overlap: float = 0.0,
     device=None,
     threads: int = 1,
@@ -142,6 +143,9 @@ def segment_external_cohort(
         the FLAIRs' nonzero voxels.
     min_lesion_voxels, min_overlap : optional
         As :func:`segment_and_score`.
+    min_lesion_mm3 : float, optional
+        The minimum lesion size as a volume, converted per subject's grid
+        (:func:`radfusion.evaluate.min_lesion_size_voxels`); overrides ``min_lesion_voxels``.
     device : optional
         ``None``: CUDA when present, else the CPU.
     threads : int
@@ -152,6 +156,7 @@ def segment_external_cohort(
     subjects : DataFrame
         One row per subject, columns :func:`external_subject_columns`.
     """
+    from radfusion.evaluate import min_lesion_size_voxels
     from radfusion.io import load_volume, save_volume
     from radfusion.predict import acquisition_warnings, load_fold_models
     from radfusion.train import resolve_device
@@ -181,7 +186,9 @@ def segment_external_cohort(
             models,
             settings,
             subject=subject,
-            min_lesion_voxels=min_lesion_voxels,
+            min_lesion_voxels=min_lesion_size_voxels(
+                affine, min_lesion_voxels=min_lesion_voxels, min_lesion_mm3=min_lesion_mm3
+            ),
             min_overlap=min_overlap,
             threads=threads,
             brain=brain,

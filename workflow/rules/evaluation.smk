@@ -30,6 +30,7 @@ rule evaluate_models:
         folds=FOLDS,
         threshold=config["evaluation"]["threshold"],
         min_lesion_voxels=config["evaluation"]["min_lesion_voxels"],
+        min_lesion_mm3=config["evaluation"]["min_lesion_mm3"],
         min_overlap=config["evaluation"]["min_overlap"],
     threads: 2
     resources:
@@ -48,6 +49,7 @@ rule evaluate_baselines:
     input:
         slices=expand("results/slices/{subject}.npz", subject=SUBJECTS),
         folds="results/folds.tsv",
+        flair=expand("results/normalized/{subject}/flair.nii.gz", subject=SUBJECTS),
     output:
         "results/eval/baselines.tsv",
     log:
@@ -57,6 +59,7 @@ rule evaluate_baselines:
     params:
         subjects=SUBJECTS,
         min_lesion_voxels=config["evaluation"]["min_lesion_voxels"],
+        min_lesion_mm3=config["evaluation"]["min_lesion_mm3"],
         min_overlap=config["evaluation"]["min_overlap"],
     threads: 1
     resources:

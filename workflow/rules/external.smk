@@ -35,6 +35,7 @@ rule external_segmentation:
     params:
         subjects=EXTERNAL_SUBJECTS,
         min_lesion_voxels=config["evaluation"]["min_lesion_voxels"],
+        min_lesion_mm3=config["evaluation"]["min_lesion_mm3"],
         min_overlap=config["evaluation"]["min_overlap"],
     threads: 2
     resources:

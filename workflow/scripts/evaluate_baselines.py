@@ -8,13 +8,20 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src")) 
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from radfusion.evaluate import evaluate_baselines, write_table
+from radfusion.evaluate import evaluate_baselines, min_lesion_size_voxels, write_table
+from radfusion.io import load_volume
 from radfusion.folds import read_folds
 
+min_lesion_voxels = snakemake.params.min_lesion_voxels
+if snakemake.params.min_lesion_mm3 is not None:  # per subject's grid (evaluation.min_lesion_mm3)
+    min_lesion_voxels = {
+        subject: min_lesion_size_voxels(load_volume(path)[1], min_lesion_mm3=snakemake.params.min_lesion_mm3)
+        for subject, path in zip(snakemake.params.subjects, snakemake.input.flair)
+    }
 table = evaluate_baselines(
     dict(zip(snakemake.params.subjects, snakemake.input.slices)),
     read_folds(snakemake.input.folds),
-    min_lesion_voxels=snakemake.params.min_lesion_voxels,
+    min_lesion_voxels=min_lesion_voxels,
     min_overlap=snakemake.params.min_overlap,
 )
 write_table(table, snakemake.output[0])

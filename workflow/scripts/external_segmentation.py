@@ -24,6 +24,7 @@ table = segment_external_cohort(
     snakemake.output.masks,
     brain_paths=snakemake.input.brains,
     min_lesion_voxels=snakemake.params.min_lesion_voxels,
+    min_lesion_mm3=snakemake.params.min_lesion_mm3,
     min_overlap=snakemake.params.min_overlap,
     threads=snakemake.threads,
 )
