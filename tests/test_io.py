@@ -274,3 +274,20 @@ def test_atomic_output_files_get_usual_permissions(tmp_path):
 def test_sample_sheet_malformed_id():
     with pytest.raises(InputError, match=r"my\.tsv: subject IDs must be letters.*\['a b'\]"):
         check_sample_sheet(sheet(["a b", "c"]), n_folds=2, sheet="my.tsv")
+
+
+@pytest.mark.parametrize("scan", ["patient01_study1", "patient03_study1"])
+def test_a_thick_slice_clinical_flair_keeps_its_own_grid(tmp_path, scan):
+    # 2D axial, 0.57-0.72 mm in plane, 3.3-4 mm slices: the import reorients, never resamples
+    from radfusion.io import import_subject, load_volume
+
+    source = shared_data("open_ms_data", "clinical_flair", scan, "FLAIR.nii.gz")
+    raw = nib.load(str(source))
+    import_subject(source, None, tmp_path / "flair.nii.gz", None, subject=scan)
+    flair, affine = load_volume(tmp_path / "flair.nii.gz")
+    ornt = nib.orientations.io_orientation(raw.affine)
+    assert flair.shape == tuple(raw.shape[int(axis)] for axis in ornt[:, 0].argsort())
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    assert zooms[2] >= 3.0 and zooms[0] < 1.0  # still thick, the slices still axial (the third axis)
+    np.testing.assert_allclose(sorted(zooms), sorted(raw.header.get_zooms()[:3]), rtol=1e-5)
+    assert np.array_equal(np.sort(flair.ravel()), np.sort(np.asarray(raw.dataobj, dtype=np.float32).ravel()))

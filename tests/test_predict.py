@@ -358,9 +358,13 @@ def test_lesion_table_on_a_hand_made_mask():
 
 def test_acquisition_warnings():
     assert acquisition_warnings([0.9, 0.9, 1.0]) == []
-    assert acquisition_warnings([0.5, 0.5, 3.0]) == []
+    assert acquisition_warnings([0.5, 0.5, 2.5]) == []
     (thick,) = acquisition_warnings([0.9, 0.9, 5.0])
-    assert "5 mm apart" in thick
+    assert "slice thickness 5 mm" in thick
+    (clinical,) = acquisition_warnings([0.72, 0.72, 3.0])  # the shared clinical scans: 3-4 mm
+    assert "slice thickness 3 mm" in clinical
+    (gap,) = acquisition_warnings([0.72, 0.72, 3.3], slice_thickness=3.0)  # DICOM: thickness and spacing
+    assert "slice thickness 3 mm, 3.3 mm apart" in gap
     (stretched,) = acquisition_warnings([1.0, 4.0, 1.0])
     assert "anisotropic" in stretched
 

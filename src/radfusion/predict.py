@@ -21,6 +21,7 @@ Outputs of :func:`predict_patient` in the output folder (names in ``OUTPUT_FILES
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -465,34 +466,42 @@ def _save_on_original_grid(
         nib.save(image, str(tmp))
 
 
-def acquisition_warnings(voxel_sizes: Sequence[float]) -> list[str]:
+def acquisition_warnings(voxel_sizes: Sequence[float], *, slice_thickness: float | None = None) -> list[str]:
     """Warnings for a canonical voxel size unlike the training data's (about 1 mm isotropic).
 
     Parameters
     ----------
     voxel_sizes : sequence of float
         Voxel size (mm) along the canonical axes x, y (in-plane) and z (between axial slices).
+    slice_thickness : float, optional
+        The acquisition's slice thickness (mm; DICOM ``SliceThickness`` from the ``dcm2niix``
+        sidecar), when known; a NIfTI file records only the spacing ``z``.
 
     Returns
     -------
     messages : list of str
-        Empty when the slices are at most ``MAX_SLICE_THICKNESS_MM`` apart and the in-plane
-        pixels at most ``MAX_INPLANE_ANISOTROPY`` times longer one way than the other.
+        Empty when the slices are thinner than ``MAX_SLICE_THICKNESS_MM`` (thickness, else
+        spacing) and the in-plane pixels at most ``MAX_INPLANE_ANISOTROPY`` times longer one way
+        than the other.
 
     Notes
     -----
     Nothing is resampled: the networks are 2D and see every slice min-max scaled and resized to
     a fixed square, so the in-plane voxel size matters little, and the import's canonical
-    reorientation makes every acquisition's third axis the axial one. A thick-slice acquisition,
-    or a sagittal or coronal one with thick slices (whose axial reformats have stretched pixels),
-    shows lesions unlike the training slices, so it is flagged, not refused.
+    reorientation makes every acquisition's third axis the axial one. A thick-slice acquisition
+    (2D axial FLAIR with 3-5 mm slices, as hospitals acquire it), or a sagittal or coronal one
+    with thick slices (whose axial reformats have stretched pixels), shows lesions unlike the
+    training slices, so it is flagged, not refused.
     """
     x, y, z = (float(v) for v in voxel_sizes)
+    thickness = z if slice_thickness is None else float(slice_thickness)
     messages = []
-    if z > MAX_SLICE_THICKNESS_MM:
+    if max(thickness, z) >= MAX_SLICE_THICKNESS_MM:
+        spacing = "" if slice_thickness is None else f", {z:.2g} mm apart"
         messages.append(
-            f"axial slices are {z:.2g} mm apart (> {MAX_SLICE_THICKNESS_MM:g} mm); the models were trained on "
-            f"about 1 mm slices, so thin lesions may be missed or their volume misjudged"
+            f"slice thickness {thickness:.2g} mm{spacing} (a thick-slice acquisition, >= {MAX_SLICE_THICKNESS_MM:g} mm); "
+            "the models were trained on about 1 mm slices, so lesions thinner than a slice may be missed and "
+            "lesion volumes are coarse"
         )
     if max(x, y) > MAX_INPLANE_ANISOTROPY * min(x, y):
         messages.append(
@@ -656,7 +665,7 @@ def predict_patient(
         log.info("%s: %s", patient, stripping.description)
         original = nib.load(str(input_nifti))
         zooms = np.sqrt((canonical_affine[:3, :3] ** 2).sum(axis=0))
-        for message in acquisition_warnings(zooms):
+        for message in acquisition_warnings(zooms, slice_thickness=_slice_thickness(input_nifti)):
             log.warning("file '%s': %s", flair_source, message)
         log.info(
             "%s: %s/%s, %d fold models on %s, FLAIR %s at %s mm",
@@ -694,6 +703,15 @@ def predict_patient(
         )
     log.info("%s: %d lesion(s), %.3f mL, written to %s", patient, len(lesions), summary["total_volume_ml"], out_dir)
     return summary
+
+
+def _slice_thickness(nifti: Path) -> float | None:
+    """``SliceThickness`` (mm) of a dcm2niix conversion's JSON sidecar, when there is one."""
+    try:
+        value = json.loads(sidecar_path(nifti).read_text()).get("SliceThickness")
+    except (OSError, ValueError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _import_flair(flair_source: Path, tmp: Path, patient: str) -> tuple[Path, np.ndarray, np.ndarray]:
