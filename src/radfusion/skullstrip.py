@@ -133,6 +133,7 @@ def deepbet_brain_mask(flair: np.ndarray, *, threads: int | None = None, thresho
     flair = np.ascontiguousarray(flair, dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch.jit's deprecation notes on loading
+        warnings.simplefilter("ignore", FutureWarning)
         bet = BrainExtraction(no_gpu=True)
     try:
         probability = bet.run_model(flair.copy())
