@@ -205,3 +205,33 @@ def test_predict_bids_on_clinical_flairs_strips_and_keeps_lesions_in_the_brain(t
         assert brain.shape == reference.shape  # on the scan's own grid
         assert 2 * np.count_nonzero(brain & reference) / (brain.sum() + reference.sum()) >= 0.95
         assert not (lesions & ~brain).any()
+
+
+def test_a_bids_tree_of_test_patients_and_demo_subjects_plans_the_whole_quick_dag(tmp_path):
+    # The two real test patients and ten demo-sized stand-ins (a dry run reads no image), lesion
+    # masks in the derivatives folder: the quick DAG of a sheet, plus the stripping jobs.
+    data = shared_data("open_ms_data")
+    root = tmp_path / "bids"
+    derivatives = root / "derivatives" / "lesion_masks"
+    for patient in ("patient07", "patient26"):
+        label = patient.replace("patient", "p")
+        for folder, name, source in ((root, "FLAIR", "FLAIR"), (derivatives, "label-lesion_mask", "lesion_mask")):
+            anat = folder / f"sub-{label}" / "anat"
+            anat.mkdir(parents=True, exist_ok=True)
+            (anat / f"sub-{label}_{name}.nii.gz").symlink_to(data / patient / f"{source}.nii.gz")
+    flair, blobs = blob_volume()
+    for n in range(1, 11):
+        write(root / f"sub-demo{n:02d}/anat/sub-demo{n:02d}_FLAIR.nii.gz", flair)
+        write(derivatives / f"sub-demo{n:02d}/anat/sub-demo{n:02d}_label-lesion_mask.nii.gz", blobs)
+    result = run_snakemake(
+        ["-n", "--quiet", "rules", "--forceall", "--directory", str(tmp_path), "--snakefile",
+         str(PROJECT / "workflow" / "Snakefile"), "--configfile", str(PROJECT / "config" / "quick.yaml"),
+         "--config", f"samples={root}"],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = job_counts(result.stdout)
+    for rule in ("import_subject", "skull_strip", "normalize_flair", "radiomics_maps", "export_slices"):
+        assert counts[rule] == 12, rule
+    assert counts["train_model"] == 24 and counts["assign_folds"] == 1 and counts["feature_distributions"] == 1
+    assert "import_flair" not in counts and "demo_subject" not in counts
