@@ -235,3 +235,13 @@ def test_a_bids_tree_of_test_patients_and_demo_subjects_plans_the_whole_quick_da
         assert counts[rule] == 12, rule
     assert counts["train_model"] == 24 and counts["assign_folds"] == 1 and counts["feature_distributions"] == 1
     assert "import_flair" not in counts and "demo_subject" not in counts
+
+
+def test_predict_bids_without_flair_is_one_line_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "bids/sub-01/anat").mkdir(parents=True)
+    models = write_fold_models(tmp_path / "models", input_name="mri")
+    code = main(["predict", "--bids", str(tmp_path / "bids"), "--out", str(tmp_path / "out"),
+                 "--models", str(models[0].parent.parent), "-q"])
+    assert code == 1
+    assert "BIDS dataset without FLAIR" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
