@@ -5,7 +5,7 @@ given fold models (the default ``--skull-strip auto``), then, against the scan's
 mask: lesion count and volume, predicted lesion voxels outside the reference brain, the Dice of
 the written ``brain_mask.nii.gz`` and the acquisition warnings. Then the same six scans as a BIDS
 dataset through ``radfusion predict --bids``, and the check that its brain masks equal the
-single-scan ones.
+single-scan ones (and, with ``--workflow-results``, the workflow's brain masks of that tree).
 
 Run: ``python benchmarks/predict_clinical.py --models RUN_DIR --out DIR``
 (``--tsv benchmarks/measurements/predict_clinical.tsv``).
@@ -50,6 +50,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tsv", type=Path, default=Path("benchmarks/measurements/predict_clinical.tsv"))
+    parser.add_argument(
+        "--workflow-results",
+        type=Path,
+        help="results/ of a workflow run with samples = the same BIDS tree (sub-01_ses-1 ...): compare its "
+        "results/normalized/{subject}/brain.nii.gz with predict's brain masks",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -92,6 +98,16 @@ def main(argv=None) -> int:
         same.append(bool(np.array_equal(a, b)))
     table["bids_lesion_count"] = cohort["lesion_count"].to_numpy()
     table["bids_brain_mask_equal"] = same
+    if args.workflow_results:
+        from radfusion.predict import canonical_to_original
+
+        equal = []
+        for scan, (subject, session) in sorted(BIDS_NAMES.items()):
+            workflow = nib.load(str(args.workflow_results / "normalized" / f"sub-{subject}_ses-{session}" / "brain.nii.gz"))
+            predicted = nib.load(str(args.out / "single" / scan / "brain_mask.nii.gz"))
+            mapped = canonical_to_original(np.asarray(workflow.dataobj), predicted.affine)
+            equal.append(bool(np.array_equal(mapped, np.asarray(predicted.dataobj))))
+        table["workflow_brain_mask_equal"] = equal
     args.tsv.parent.mkdir(parents=True, exist_ok=True)
     with open(args.tsv, "w") as f:
         f.write(f"# models {args.models}; {args.threads} threads; python {platform.python_version()}; "
