@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", required=True, help="one run's fold models, RUN_DIR/fold*/model.pt")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threshold", type=float, help="overrides the models' threshold (a stress test of the brain mask)")
     parser.add_argument("--tsv", type=Path, default=Path("benchmarks/measurements/predict_clinical.tsv"))
     parser.add_argument(
         "--workflow-results",
@@ -70,7 +71,10 @@ def main(argv=None) -> int:
     for scan in sorted(BIDS_NAMES):
         out = args.out / "single" / scan
         start = time.perf_counter()
-        summary = predict_patient(DATA / scan / "FLAIR.nii.gz", out, model_paths=paths, patient=scan, threads=args.threads)
+        summary = predict_patient(
+            DATA / scan / "FLAIR.nii.gz", out, model_paths=paths, patient=scan, threads=args.threads,
+            threshold=args.threshold,
+        )
         seconds = time.perf_counter() - start
         lesions = np.asarray(nib.load(str(out / "lesion_mask.nii.gz")).dataobj) > 0
         brain = np.asarray(nib.load(str(out / "brain_mask.nii.gz")).dataobj) > 0
@@ -88,7 +92,10 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     start = time.perf_counter()
-    cohort = predict_bids(bids_tree(args.out / "bids"), args.out / "bids_derivatives", model_paths=paths, threads=args.threads)
+    cohort = predict_bids(
+        bids_tree(args.out / "bids"), args.out / "bids_derivatives", model_paths=paths, threads=args.threads,
+        threshold=args.threshold,
+    )
     bids_seconds = time.perf_counter() - start
     same = []
     for scan, (subject, session) in sorted(BIDS_NAMES.items()):
@@ -110,7 +117,7 @@ def main(argv=None) -> int:
         table["workflow_brain_mask_equal"] = equal
     args.tsv.parent.mkdir(parents=True, exist_ok=True)
     with open(args.tsv, "w") as f:
-        f.write(f"# models {args.models}; {args.threads} threads; python {platform.python_version()}; "
+        f.write(f"# models {args.models}; threshold {args.threshold or 'of the models'}; {args.threads} threads; python {platform.python_version()}; "
                 f"predict --bids of the six scans: {bids_seconds:.0f} s\n")
         table.to_csv(f, sep="\t", index=False)
     print(table.to_string(index=False))

@@ -361,7 +361,7 @@ def test_acquisition_warnings():
     assert acquisition_warnings([0.5, 0.5, 2.5]) == []
     (thick,) = acquisition_warnings([0.9, 0.9, 5.0])
     assert "slice thickness 5 mm" in thick
-    (clinical,) = acquisition_warnings([0.72, 0.72, 3.0])  # the shared clinical scans: 3-4 mm
+    (clinical,) = acquisition_warnings([0.72, 0.72, 2.9999971])  # patient04's 3 mm, as its header stores it
     assert "slice thickness 3 mm" in clinical
     (gap,) = acquisition_warnings([0.72, 0.72, 3.3], slice_thickness=3.0)  # DICOM: thickness and spacing
     assert "slice thickness 3 mm, 3.3 mm apart" in gap

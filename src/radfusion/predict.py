@@ -496,7 +496,7 @@ def acquisition_warnings(voxel_sizes: Sequence[float], *, slice_thickness: float
     x, y, z = (float(v) for v in voxel_sizes)
     thickness = z if slice_thickness is None else float(slice_thickness)
     messages = []
-    if max(thickness, z) >= MAX_SLICE_THICKNESS_MM:
+    if max(thickness, z) >= MAX_SLICE_THICKNESS_MM - 0.01:  # headers store 3 mm as 2.99999
         spacing = "" if slice_thickness is None else f", {z:.2g} mm apart"
         messages.append(
             f"slice thickness {thickness:.2g} mm{spacing} (a thick-slice acquisition, >= {MAX_SLICE_THICKNESS_MM:g} mm); "
