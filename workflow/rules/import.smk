@@ -3,9 +3,7 @@
 
 rule import_subject:
     wildcard_constraints:
-        subject=subjects_regex(
-            [s for s in SUBJECTS + EXTERNAL_SUBJECTS if s not in MASKLESS_SUBJECTS]
-        ),
+        subject=subjects_regex(MASKED_SUBJECTS),
     input:
         flair=get_flair_source,
         mask=get_mask_source,
