@@ -185,7 +185,9 @@ MASKLESS_SUBJECTS = [
     for subject, row in sheet.iterrows()
     if not row["mask"]
 ]
-MASKED_SUBJECTS = [s for s in SUBJECTS + EXTERNAL_SUBJECTS if s not in MASKLESS_SUBJECTS]
+MASKED_SUBJECTS = [
+    s for s in SUBJECTS + EXTERNAL_SUBJECTS if s not in MASKLESS_SUBJECTS
+]
 MODELS = list(config["models"])
 INPUTS = list(config["inputs"])
 FOLDS = list(range(1, config["folds"] + 1))
