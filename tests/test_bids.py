@@ -142,6 +142,7 @@ def check_derivatives(root):
     assert description["DatasetType"] == "derivative" and description["BIDSVersion"]
     assert description["Name"] and description["GeneratedBy"][0]["Name"] == "radfusion"
     assert description["GeneratedBy"][0]["Version"]
+    assert description["DatasetLinks"]["raw"].startswith("file://")  # what the sidecars' bids:raw: URIs name
     for path in root.rglob("*"):
         if path.is_dir() or path.parent == root:
             continue

@@ -108,15 +108,18 @@ def derivative_names(scan: BidsScan) -> dict[str, Path]:
     }
 
 
-def dataset_description(description: str) -> dict:
+def dataset_description(description: str, source: Path) -> dict:
     """``dataset_description.json`` of the derivatives dataset (BIDS: Name, BIDSVersion,
-    DatasetType, GeneratedBy)."""
+    DatasetType, GeneratedBy; the source dataset as ``DatasetLinks["raw"]``, which the sidecars'
+    ``bids:raw:`` URIs refer to)."""
     from radfusion import __version__
 
     return {
         "Name": "radfusion lesion segmentation",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
+        "DatasetLinks": {"raw": Path(source).resolve().as_uri()},
+        "SourceDatasets": [{"URL": Path(source).resolve().as_uri()}],
         "GeneratedBy": [
             {"Name": "radfusion", "Version": __version__, "Description": description},
             {"Name": "deepbet", "Description": "skull stripping (brain masks) of FLAIRs that were not stripped"},
@@ -189,7 +192,7 @@ def predict_bids(
         cohort.to_csv(staging / COHORT_TABLE, sep="\t", index=False, float_format="%.6g")
         model = f"{rows[0]['model']}/{rows[0]['input']}, mean of {rows[0]['folds']} fold models"
         (staging / "dataset_description.json").write_text(
-            json.dumps(dataset_description(f"MS lesion segmentation of FLAIR ({model})"), indent=2) + "\n"
+            json.dumps(dataset_description(f"MS lesion segmentation of FLAIR ({model})", root), indent=2) + "\n"
         )
         os.chmod(staging, 0o755)
         if out.exists():
