@@ -249,6 +249,20 @@ def draw_figure(views: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def read_config(paths: list[Path]) -> dict:
+    """The workflow config with overlays merged key by key (as Snakemake's --configfile does)."""
+
+    def merge(base: dict, overlay: dict) -> dict:
+        for key, value in overlay.items():
+            base[key] = merge(dict(base.get(key, {})), value) if isinstance(value, dict) else value
+        return base
+
+    config: dict = {}
+    for path in paths:
+        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, help="a workflow results folder (demo, and real patients it holds)")
@@ -256,7 +270,10 @@ def main(argv=None) -> None:
     parser.add_argument("--real", nargs="*", default=[], help="real patient names, e.g. patient07 patient26")
     parser.add_argument("--real-data", type=Path, default=PROJECT.parent / "shared" / "data" / "open_ms_data")
     parser.add_argument("--cache", type=Path, default=PROJECT / "resources" / "calibrate_demo")
-    parser.add_argument("--configfile", type=Path, default=PROJECT / "config" / "config.yaml")
+    parser.add_argument(
+        "--configfile", type=Path, nargs="*", default=[],
+        help="overlays on config/config.yaml, merged key by key as Snakemake's --configfile (e.g. config/quick.yaml)",
+    )
     parser.add_argument("--name", help="output name (default: demo, or real without --results)")
     parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "measurements")
     parser.add_argument("--figure", type=Path, help="PNG (default: OUT/demo_calibration_NAME.png)")
@@ -265,7 +282,7 @@ def main(argv=None) -> None:
     if args.results is None and not args.real:
         parser.error("give --results and/or --real")
     start = time.perf_counter()
-    config = yaml.safe_load(args.configfile.read_text())
+    config = read_config([PROJECT / "config" / "config.yaml", *args.configfile])
     slice_options = {"stride": config["slices"]["stride"], "min_lesion_voxels": config["slices"]["min_lesion_voxels"]}
     name = args.name or ("demo" if args.results is not None else "real")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")

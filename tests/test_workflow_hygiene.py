@@ -348,16 +348,23 @@ def test_every_conda_env_is_used_by_a_rule():
     assert not unused, f"conda envs no rule uses: {unused}"
 
 
-def imported_modules(source: str) -> set[str]:
+def imported_modules(source: str, package: str | None = None) -> set[str]:
     """Dotted module names a Python source imports anywhere (also inside functions), plus modules
-    looked up by name (importlib.util.find_spec("x"), importlib.import_module("x"))."""
+    looked up by name (importlib.util.find_spec("x"), importlib.import_module("x")). Relative
+    imports resolve against ``package`` (the dotted package the source lives in)."""
     modules = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules.add(node.module)
-            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.level == 0 or package):
+            if node.level == 0:
+                base = node.module
+            else:
+                parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            if base:
+                modules.add(base)
+                modules.update(f"{base}.{alias.name}" for alias in node.names)
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -391,7 +398,10 @@ def third_party_imports(script: Path) -> set[str]:
         if path in seen:
             continue
         seen.add(path)
-        for module in imported_modules(path.read_text()):
+        package = None  # the package a radfusion module (or __init__.py) lives in
+        if PACKAGE_DIR in path.parents:
+            package = ".".join(path.relative_to(PACKAGE_DIR.parent).parts[:-1])
+        for module in imported_modules(path.read_text(), package):
             top = module.split(".")[0]
             if top == "radfusion":
                 # importing radfusion.x.y runs radfusion/__init__.py and radfusion/x/__init__.py too
