@@ -46,11 +46,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))  # this checkout's radfusion
 
+from bench_training import read_config  # noqa: E402  (this folder is on sys.path when run as a script)
 from radfusion import cohort  # noqa: E402
 from radfusion.io import import_subject, load_volume, save_volume  # noqa: E402
 from radfusion.normalize import brain_mask, normalize_intensity, quantize_8bit  # noqa: E402
@@ -247,20 +247,6 @@ def draw_figure(views: dict[str, list[dict]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def read_config(paths: list[Path]) -> dict:
-    """The workflow config with overlays merged key by key (as Snakemake's --configfile does)."""
-
-    def merge(base: dict, overlay: dict) -> dict:
-        for key, value in overlay.items():
-            base[key] = merge(dict(base.get(key, {})), value) if isinstance(value, dict) else value
-        return base
-
-    config: dict = {}
-    for path in paths:
-        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    return config
 
 
 def main(argv=None) -> None:
