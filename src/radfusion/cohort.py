@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import ndimage
 
 from radfusion.distributions import auc
-from radfusion.evaluate import CONNECTIVITY_RANK, best_flair_threshold, score_subject
+from radfusion.evaluate import CONNECTIVITY_RANK, _sized_components, best_flair_threshold, score_subject
 from radfusion.slices import minmax_scale, select_slices
 
 __all__ = ["lesion_auc", "lesion_contrast", "lesion_burden", "mni_tissue_maps", "lesion_slices", "threshold_baseline"]
@@ -144,10 +144,10 @@ def lesion_burden(
         raise ValueError(f"expected a positive voxel volume, got {voxel_volume_mm3}")
     if connectivity not in CONNECTIVITY_RANK:
         raise ValueError(f"connectivity must be one of {sorted(CONNECTIVITY_RANK)}, got {connectivity}")
-    labels, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, CONNECTIVITY_RANK[connectivity]))
-    volumes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * float(voxel_volume_mm3)
-    # A relative tolerance keeps 3 voxels of 1 mm^3 (or of 0.5^3 mm, 24 voxels) at 3 mm^3.
-    volumes = volumes[volumes >= min_volume_mm3 * (1 - 1e-9)]
+    structure = ndimage.generate_binary_structure(3, CONNECTIVITY_RANK[connectivity])
+    # The tolerance keeps 3 voxels of 1 mm^3 (or of 0.5^3 mm, 24 voxels) at 3 mm^3.
+    _, sizes = _sized_components(mask, structure, int(np.ceil(min_volume_mm3 / voxel_volume_mm3 - 1e-9)))
+    volumes = sizes * float(voxel_volume_mm3)
     return {
         "lesions": int(volumes.size),
         "total_volume_ml": float(np.count_nonzero(mask) * voxel_volume_mm3 / 1000.0),
@@ -171,23 +171,21 @@ def mni_tissue_maps(shape, affine: np.ndarray, template=None) -> tuple[np.ndarra
     Returns
     -------
     gm, wm : ndarray of float32, shape ``shape``
-        Trilinear interpolation (``scipy.ndimage.map_coordinates``, order 1) at each target
-        voxel's world position; 0 outside the template.
+        Trilinear interpolation at each target voxel's world position
+        (:func:`radfusion.synth.warp.sample_map`); 0 outside the template.
     """
     if template is None:
         from radfusion.synth import load_template
 
         template = load_template()
+    from radfusion.synth.warp import sample_map, transform_points
+
     shape = tuple(int(n) for n in shape)
     to_template = np.linalg.inv(np.asarray(template.affine, dtype=np.float64)) @ np.asarray(affine, dtype=np.float64)
-    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    sources = [np.asarray(template.gm, dtype=np.float32), np.asarray(template.wm, dtype=np.float32)]
-    gm, wm = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    for k in range(shape[2]):  # slice by slice: a whole volume's coordinates would take GBs
-        voxels = np.stack([i, j, np.full_like(i, k), np.ones_like(i)]).reshape(4, -1).astype(np.float64)
-        coords = (to_template @ voxels)[:3]
-        for source, target in zip(sources, (gm, wm)):
-            target[:, :, k] = ndimage.map_coordinates(source, coords, order=1, mode="constant").reshape(shape[:2])
+    voxels = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
+    points = transform_points(voxels, to_template)
+    del voxels
+    gm, wm = (sample_map(np.asarray(m, dtype=np.float32), points) for m in (template.gm, template.wm))
     return gm, wm
 
 

@@ -267,7 +267,7 @@ def synthesize_subject(
     # 4. Contrast; 5. acquisition.
     levels = draw_levels(rng)
     n_vessels = int(round(rng.integers(n_vessels_range[0], n_vessels_range[1] + 1) / voxel_size**2))
-    image = flair_contrast(rng, tissues, mimics, fraction, levels, voxel_size, n_vessels)
+    image = flair_contrast(rng, tissues, brain, mimics, fraction, levels, voxel_size, n_vessels)
     flair = acquire(rng, image, brain, bias_strength=bias_strength, noise_range=noise_range)
     return SyntheticSubject(
         flair=flair.astype(np.float32, copy=False),

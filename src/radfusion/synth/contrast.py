@@ -110,6 +110,7 @@ def lesion_levels(
 def flair_contrast(
     rng: np.random.Generator,
     tissues: dict[str, np.ndarray],
+    brain: np.ndarray,
     mimics: np.ndarray,
     lesion_fraction: np.ndarray,
     levels: dict[str, float],
@@ -122,6 +123,8 @@ def flair_contrast(
     ----------
     tissues : dict
         ``gm``, ``wm``, ``csf`` probabilities on the subject grid.
+    brain : ndarray of bool
+        The subject's brain (``p_gm + p_wm + p_csf >= 0.5``).
     mimics : ndarray, shape (2, X, Y, Z)
         The template's :func:`.template.mimic_maps` warped onto the subject grid.
     lesion_fraction : ndarray
@@ -160,7 +163,6 @@ def flair_contrast(
     fluid = levels["csf"] + mimics[1] * lumpy * (median * levels["bright_csf"] - levels["csf"])
     image = gm * grey + wm + csf * fluid
     image = (1.0 - mimics[0]) * image + mimics[0] * (median * levels["periventricular"])
-    brain = (gm + wm + csf) >= 0.5
     sulcal = brain & (csf > 0.5) & (near_csf < 0.8) & (gm > 0.05) & (mimics[1] == 0)
     vessels = vessel_map(rng, sulcal, voxel_size, n_vessels) * brain
     image = (1.0 - vessels) * image + vessels * (median * levels["vessel"])

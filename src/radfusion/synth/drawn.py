@@ -86,6 +86,8 @@ def _draw_lesion(
         "location": location,
         # Soft border, but never so soft that the centre falls below half lesion.
         "edge_mm": min(rng.uniform(0.7, 1.4), 0.5 * radii.min()),
+        # Unused since the contrast step draws lesion brightness; still drawn, so the random
+        # stream (and every later draw of a seed) stays as it was.
         "intensity_factor": rng.uniform(0.93, 1.07),
     }
 
@@ -169,20 +171,18 @@ def place_lesions(
     *,
     n_lesions: int,
     location_p: np.ndarray,
-    lesion_intensity: float,
     blob_fraction: float,
     lesion_radius_mm: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Draw and rasterize ``n_lesions`` lesions (step 3 of :func:`synthesize_subject`).
+) -> tuple[np.ndarray, list[dict]]:
+    """Draw and rasterize ``n_lesions`` lesions.
 
-    Returns the lesion partial-volume fraction, the lesion intensity per voxel (relative to
-    WM) and one dict per lesion (centre, radii, axes, kind, location, intensity).
+    Returns the lesion partial-volume fraction and one dict per lesion (centre, radii, axes,
+    kind, location); the contrast step draws every lesion's brightness.
     """
     shape = wm.shape
     to_template_linear = np.linalg.inv(template.affine[:3, :3])
     support = _white_matter_support(wm)
     lesion_fraction = np.zeros(shape, dtype=np.float32)
-    lesion_level = np.zeros(shape, dtype=np.float32)
     lesions = []
     for _ in range(n_lesions):
         location = LESION_LOCATIONS[int(rng.choice(len(LESION_LOCATIONS), p=location_p))]
@@ -213,10 +213,7 @@ def place_lesions(
             centre_label = 1 + int(np.argmax(np.bincount(core.ravel())[1:]))
         detached = (core > 0) & (core != centre_label)
         fraction[detached] = np.minimum(fraction[detached], 0.45)
-        level = lesion_intensity * lesion["intensity_factor"]
-        brighter = fraction > lesion_fraction[box]
-        lesion_fraction[box] = np.where(brighter, fraction, lesion_fraction[box])
-        lesion_level[box] = np.where(brighter, level, lesion_level[box])
+        np.maximum(lesion_fraction[box], fraction, out=lesion_fraction[box])
         lesions.append(
             {
                 "centre": tuple(int(c) for c in centre),
@@ -224,10 +221,9 @@ def place_lesions(
                 "axes": lesion["axes"].tolist(),
                 "kind": kind,
                 "location": location,
-                "intensity": float(level),
             }
         )
-    return lesion_fraction, lesion_level, lesions
+    return lesion_fraction, lesions
 
 
 
@@ -260,10 +256,7 @@ def drawn_lesions(
         raise ValueError("the template offers no white-matter voxel to place a lesion in")
     if location_p.sum() > 0:
         location_p /= location_p.sum()
-    fraction, _, lesions = place_lesions(
+    return place_lesions(
         rng, template, sites, wm, affine, linear, n_lesions=n_lesions, location_p=location_p,
-        lesion_intensity=1.5, blob_fraction=blob_fraction, lesion_radius_mm=lesion_radius_mm,
+        blob_fraction=blob_fraction, lesion_radius_mm=lesion_radius_mm,
     )
-    for lesion in lesions:
-        del lesion["intensity"]  # the contrast step draws every lesion's brightness
-    return fraction, lesions

@@ -35,6 +35,19 @@ def _mni_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> list[np.ndar
     return coordinates
 
 
+def _brain_box(brain: np.ndarray, affine: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The brain's bounding box plus a 2-voxel background margin, and the affine of that box.
+
+    The distance transforms of the template maps cost about half as much there, with the same
+    values (the margin keeps the brain's edge inside).
+    """
+    corners = np.argwhere(brain)
+    box = tuple(slice(max(int(a) - 2, 0), int(b) + 3) for a, b in zip(corners.min(0), corners.max(0)))
+    box_affine = affine.copy()
+    box_affine[:3, 3] = affine[:3, :3] @ [b.start for b in box] + affine[:3, 3]
+    return box, box_affine
+
+
 def lesion_site_map(
     gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, affine: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -82,11 +95,8 @@ def lesion_site_map(
         return sites, ventricle_distance
     # Work in the brain's bounding box (plus a background margin): the distance transforms
     # dominate the cost and the box is about half the template.
-    corners = np.argwhere(brain)
-    box = tuple(slice(max(int(a) - 2, 0), int(b) + 3) for a, b in zip(corners.min(0), corners.max(0)))
+    box, box_affine = _brain_box(brain, affine)
     gm, wm, csf, brain = gm[box], wm[box], csf[box], brain[box]
-    box_affine = affine.copy()
-    box_affine[:3, 3] = affine[:3, :3] @ [b.start for b in box] + affine[:3, 3]
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     x, y, z = _mni_coordinates(gm.shape, box_affine)
 
@@ -164,11 +174,8 @@ def mimic_maps(gm: np.ndarray, wm: np.ndarray, csf: np.ndarray, affine: np.ndarr
     if not brain.any():
         return maps
     # The brain's bounding box (plus a margin) holds everything and halves the distance transform.
-    corners = np.argwhere(brain)
-    box = tuple(slice(max(int(a) - 2, 0), int(b) + 3) for a, b in zip(corners.min(0), corners.max(0)))
+    box, box_affine = _brain_box(brain, affine)
     gm, wm, csf, brain = gm[box], wm[box], csf[box], brain[box]
-    box_affine = affine.copy()
-    box_affine[:3, 3] = affine[:3, :3] @ [b.start for b in box] + affine[:3, 3]
     x, y, z = _mni_coordinates(gm.shape, box_affine)
     out = maps[(slice(None),) + box]
     ventricles = lateral_ventricles(csf, brain, x, spacing)
