@@ -38,7 +38,8 @@ from radfusion.evaluate import predict_probabilities
 from radfusion.losses import build_loss
 from radfusion.models import build_model
 from radfusion.protocol import TrainingProtocol
-from radfusion.train import build_optimization, resolve_device, seed_everything, train_epochs, uses_autocast
+from radfusion.execution import resolve_device, uses_autocast
+from radfusion.train import build_optimization, seed_everything, train_epochs
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,9 @@
 Runs :func:`radfusion.train.fit_one_fold` with ``validation="holdout"`` (15 % of the fold's
 training subjects held out, the rest trained on; the fold's test subjects are not read) for the
 quick cohort's exported slices, and prints the per-epoch held-out Dice (pooled, at the model's
-resolution) and the wall time of each job. The quick settings in ``config/quick.yaml`` were chosen
+resolution), the wall time of each job, and the held-out subjects' mean subject Dice at the
+slices' original size (as Tables 1 and 3 score) next to the FLAIR-threshold baseline's on the same
+subjects (threshold fit on the subjects trained on, as ``evaluate_baselines`` does per fold). The quick settings in ``config/quick.yaml`` were chosen
 from these numbers (docs/decisions.md, "Quick settings").
 
 Run (after ``snakemake --cores 2 --configfile config/quick.yaml --until export_slices assign_folds``)::
@@ -28,7 +30,10 @@ import yaml
 
 from bench_training import read_config  # this folder is on sys.path when run as a script
 from radfusion.protocol import INPUT_NAMES, MODEL_NAMES, TrainingProtocol
-from radfusion.train import fit_one_fold
+from radfusion.evaluate import best_flair_threshold, dice_score, predict_slice_masks
+from radfusion.protocol import INPUT_CHANNELS
+from radfusion.slices import read_slices
+from radfusion.train import fit_one_fold, load_trained_model, split_subjects
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +42,20 @@ def quick_protocol(model: str, overrides: dict) -> TrainingProtocol:
     """The model's training protocol of config/config.yaml with config/quick.yaml and ``overrides`` on top."""
     section = read_config([PROJECT / "config/config.yaml", PROJECT / "config/quick.yaml"])["training"][model]
     return TrainingProtocol.from_config({**section, **overrides})
+
+
+def held_out_scores(model_path: Path, slice_paths: dict, trained: list[str], held: list[str], channels) -> tuple[float, float]:
+    """Mean subject Dice (original size) of the model and of the FLAIR threshold on ``held``."""
+    model, info = load_trained_model(model_path)
+    arrays = {s: read_slices(slice_paths[s], subject=s) for s in [*trained, *held]}
+    threshold, _ = best_flair_threshold([arrays[s]["images"][:, 0] for s in trained], [arrays[s]["masks"] for s in trained])
+    network, baseline = [], []
+    for subject in held:
+        images, truth = arrays[subject]["images"], arrays[subject]["masks"]
+        predicted = predict_slice_masks(model, images, image_size=info["image_size"], channels=channels)
+        network.append(dice_score(predicted, truth))
+        baseline.append(dice_score(images[:, 0] >= threshold, truth))
+    return float(sum(network) / len(network)), float(sum(baseline) / len(baseline))
 
 
 def main() -> None:
@@ -67,8 +86,16 @@ def main() -> None:
                 seed=args.seed, device="cpu",
             )
             seconds = time.perf_counter() - started
+            trained, held = split_subjects(folds, fold, validation="holdout", seed=args.seed)
+            network, baseline = held_out_scores(
+                Path(tmp) / "model.pt", slice_paths, trained, held, INPUT_CHANNELS[args.input]
+            )
         curve = " ".join(f"{v:.3f}" for v in history["val_dice"])
-        print(f"fold {fold}: held-out Dice per epoch {curve}; {seconds:.0f} s", flush=True)
+        print(
+            f"fold {fold}: held-out Dice per epoch {curve}; {seconds:.0f} s; held-out {','.join(held)}: "
+            f"mean subject Dice {network:.3f}, FLAIR threshold {baseline:.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

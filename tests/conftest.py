@@ -16,6 +16,19 @@ PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _precision_choice_per_test(tmp_path_factory, monkeypatch):
+    """The CPU precision choice (radfusion.execution) cached in the test session, never in ~/.cache,
+    and chosen afresh for each test, so that a test that forces or mocks it leaves no trace."""
+    from radfusion.execution import CACHE_ENV, cpu_precision
+
+    if not os.environ.get(CACHE_ENV):
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.getbasetemp() / "radfusion-cache"))
+    cpu_precision.cache_clear()
+    yield
+    cpu_precision.cache_clear()
+
+
 def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test when the real data are absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -146,3 +146,16 @@ def test_predict_end_to_end_with_best_run(tmp_path, patient, capsys):
     assert summary["threshold"] == 0.4 and summary["patient"] == "p01"
     written = nib.load(str(out / OUTPUT_FILES["mask"]))
     np.testing.assert_array_equal(written.affine, nib.load(str(patient)).affine)
+
+
+def test_folds_and_precision_choose_the_ensemble_and_arithmetic(tmp_path, patient, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "models" / "resnext_unet" / "mri"
+    assert main(["predict", str(patient), "--out", "one", "--models", str(run), "--folds", "2", "-q",
+                 "--precision", "float32"]) == 0
+    assert "(resnext_unet/mri, 1 fold models)" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "one" / OUTPUT_FILES["summary"]).iloc[0]["folds"] == 1
+    assert main(["predict", str(patient), "--out", "bad", "--models", str(run), "--folds", "1", "7", "-q"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--folds: no model for fold 7" in line and "it has folds 1, 2" in line
+    assert not (tmp_path / "bad").exists()

@@ -16,13 +16,13 @@ import pytest
 import torch
 from torch import nn
 
+from radfusion.execution import autocast_precision, cpu_precision, uses_autocast
 from radfusion.losses import build_loss
 from radfusion.optim import build_optimizer, build_scheduler
 from radfusion.slices import save_slices
 from radfusion.train import (
     HISTORY_COLUMNS,
     LEFT_RIGHT_AXIS,
-    autocast_precision,
     epoch_batches,
     iterations_per_epoch,
     load_trained_model,
@@ -30,7 +30,6 @@ from radfusion.train import (
     restore_grad_scaler,
     split_subjects,
     train_epochs,
-    uses_autocast,
 )
 
 
@@ -124,22 +123,9 @@ def test_two_runs_give_identical_histories_and_weights():
     assert not history_c["train_loss"].equals(history_a["train_loss"])
 
 
-def test_autocast_follows_device_and_setting(monkeypatch):
-    import radfusion.train as train
-
-    assert uses_autocast(torch.device("cuda"), True)
-    assert not uses_autocast(torch.device("cuda"), False)
-    monkeypatch.setattr(train, "cpu_has_native_bfloat16", lambda: True)
-    assert uses_autocast(torch.device("cpu"), True)
-    assert not uses_autocast(torch.device("cpu"), False)
-    monkeypatch.setattr(train, "cpu_has_native_bfloat16", lambda: False)
-    assert not uses_autocast(torch.device("cpu"), True)
-
-
 def test_bfloat16_autocast_changes_the_numbers_and_stays_reproducible(monkeypatch):
-    import radfusion.train as train
-
-    monkeypatch.setattr(train, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setenv("RADFUSION_PRECISION", "bfloat16")
+    cpu_precision.cache_clear()
     _, mixed_a = run_toy(mixed_precision=True)
     _, mixed_b = run_toy(mixed_precision=True)
     _, full = run_toy(mixed_precision=False)

@@ -159,7 +159,7 @@ def segment_external_cohort(
     from radfusion.evaluate import min_lesion_size_voxels
     from radfusion.io import load_volume, save_volume
     from radfusion.predict import acquisition_warnings, load_fold_models
-    from radfusion.train import resolve_device
+    from radfusion.execution import resolve_device
 
     if brain_paths is None:
         brain_paths = [None] * len(subjects)

@@ -649,7 +649,7 @@ def predict_patient(
     step has succeeded, each atomically.
     """
     from radfusion.skullstrip import subject_brain_mask
-    from radfusion.train import resolve_device
+    from radfusion.execution import resolve_device
 
     flair_source, out_dir = Path(flair_source), Path(out_dir)
     patient = patient or out_dir.resolve().name

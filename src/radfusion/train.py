@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from radfusion.execution import autocast_precision, resolve_device
 from radfusion.io import atomic_output
 from radfusion.protocol import INPUT_CHANNELS, TrainingProtocol
 from radfusion.slices import load_slices
@@ -57,33 +58,6 @@ def configure_determinism(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so autocast pays off."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def uses_autocast(device: torch.device, mixed_precision: bool = True) -> bool:
-    """Whether training and validation on ``device`` run under ``torch.autocast``.
-
-    CUDA: float16 autocast with a gradient scaler. CPU: bfloat16 autocast, only where the CPU
-    has native bfloat16 instructions (elsewhere it would be slower than float32).
-    """
-    if not mixed_precision:
-        return False
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
-
-
-def autocast_precision(device: torch.device, mixed_precision: bool = True) -> str:
-    """The floating-point type of the forward passes: "float16", "bfloat16" or "float32".
-
-    ``torch.autocast``'s defaults: float16 on CUDA, bfloat16 on the CPU (see :func:`uses_autocast`).
-    """
-    if not uses_autocast(device, mixed_precision):
-        return "float32"
-    return "float16" if device.type == "cuda" else "bfloat16"
-
-
 def restore_grad_scaler(scaler: torch.amp.GradScaler, state: Mapping) -> bool:
     """Load a checkpoint's gradient-scaler state into ``scaler`` where it applies.
 
@@ -110,13 +84,6 @@ def restore_grad_scaler(scaler: torch.amp.GradScaler, state: Mapping) -> bool:
         return False
     scaler.load_state_dict(dict(state))
     return True
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as a ``torch.device``; ``None`` picks CUDA when present, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 #: Tensor axis of a slice batch (N, C, H, W) that runs along the patient's left-right (RAS+ x):
