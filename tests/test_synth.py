@@ -23,8 +23,11 @@ from radfusion.synth import (
     load_template,
     synthesize_subject,
 )
-from radfusion.synth.contrast import lesion_levels, smooth_noise, vessel_map
+from radfusion.synth import warp_tissues
+from radfusion.synth.acquire import acquire, noise_sigma
+from radfusion.synth.contrast import VESSEL_MM, lesion_levels, smooth_noise, vessel_map
 from radfusion.synth.library import lesion_subset, load_lesion_source, tissue_limited, warp_lesion_mask
+from radfusion.synth.warp import subject_grid, template_coordinates, voxel_average
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms_data"
 
@@ -417,3 +420,45 @@ def test_demo_contrast_has_bright_mimics_outside_lesions(subject):
     median = np.median(subject.flair[lesion])
     share = np.mean(subject.flair[brain & ~lesion] > median)
     assert 0.001 < share < 0.1
+
+
+def test_noise_sd_falls_with_voxel_volume_above_1mm_only():
+    """A voxel coarser than 1 mm averages v^3 1-mm voxels: noise SD / v^1.5 (docs/decisions.md)."""
+    assert noise_sigma(0.05, 0.8) == noise_sigma(0.05, 1.0) == 0.05
+    assert noise_sigma(0.05, 2.0) == pytest.approx(0.05 / 2**1.5)
+    image = np.ones((40, 40, 40), dtype=np.float32)
+    brain = np.ones(image.shape, dtype=bool)
+    sds = {}
+    for v in (1.0, 2.0):
+        flair = acquire(np.random.default_rng(0), image.copy(), brain, bias_strength=0.0, noise_range=(0.06, 0.06), voxel_size=v)
+        sds[v] = float((flair / 100.0).std())
+    assert sds[1.0] == pytest.approx(0.06, rel=0.05)
+    assert sds[2.0] == pytest.approx(0.06 / 2**1.5, rel=0.05)
+
+
+def test_partial_volume_of_maps_and_vessels_on_coarse_grids_only():
+    sheet = np.zeros((30, 30, 30), dtype=np.float32)
+    sheet[15] = 1.0  # a 1 mm thick bright structure
+    assert voxel_average(sheet, 1.0) is sheet and voxel_average(sheet, 0.8) is sheet
+    averaged = voxel_average(sheet, 2.0)
+    assert averaged.max() < 0.7 and averaged[:, 15, 15].sum() == pytest.approx(1.0, rel=1e-3)  # diluted, not lost
+    candidates = np.zeros((40, 40, 40), dtype=bool)
+    candidates[20, 20, 20] = True
+    fine = vessel_map(np.random.default_rng(0), candidates, voxel_size=1.0, n_vessels=3, length_mm=(20.0, 22.0))
+    coarse = vessel_map(np.random.default_rng(0), candidates, voxel_size=2.0, n_vessels=3, length_mm=(20.0, 22.0))
+    assert fine.max() == 1.0
+    assert coarse.max() == pytest.approx((VESSEL_MM / 2.0) ** 2, rel=1e-5)
+
+
+def test_warp_tissues_averages_over_coarse_voxels(template):
+    shape, affine = subject_grid(template, 2.0)
+    coords, _ = template_coordinates(
+        np.random.default_rng(0), template, shape, affine, rotation_degrees=0.0, scale_range=(1.0, 1.0),
+        translation_mm=0.0, deformation_mm=0.0,
+    )
+    point, _ = warp_tissues(template, coords, 1.0)
+    whole, mimics = warp_tissues(template, coords, 2.0)
+    # The thin cortical ribbon is diluted by its neighbours; the tissue volume is kept.
+    assert whole["gm"].max() < point["gm"].max() or not np.array_equal(whole["gm"], point["gm"])
+    assert whole["csf"].sum() == pytest.approx(point["csf"].sum(), rel=0.02)
+    assert np.abs(whole["gm"] - point["gm"]).max() > 0.1

@@ -27,7 +27,7 @@ from .contrast import draw_levels, flair_contrast
 from .drawn import LESION_KINDS, drawn_lesions
 from .library import LIBRARY_DIR, TEST_PATIENTS, library_names, lesion_subset, load_lesion_source, tissue_limited, warp_lesion_mask
 from .template import LESION_LOCATIONS, MIMICS, TEMPLATE_FILES, Template, default_template_dir, load_template
-from .warp import sample_map, subject_grid, template_coordinates
+from .warp import sample_map, subject_grid, template_coordinates, voxel_average
 
 __all__ = [
     "LESION_KINDS",
@@ -98,10 +98,20 @@ def _check_range(name: str, value, *, low: float, integer: bool = False) -> tupl
     return (int(a), int(b)) if integer else (float(a), float(b))
 
 
-def warp_tissues(template: Template, coords: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Step 2: GM, WM, CSF probabilities and the FLAIR-mimic maps sampled at ``coords``."""
-    tissues = {name: np.clip(sample_map(getattr(template, name), coords), 0, 1) for name in ("gm", "wm", "csf")}
-    mimics = np.stack([np.clip(sample_map(m, coords), 0, 1) for m in template.mimics])
+def warp_tissues(template: Template, coords: np.ndarray, voxel_size: float = 1.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Step 2: GM, WM, CSF probabilities and the FLAIR-mimic maps sampled at ``coords``.
+
+    On a grid coarser than the template's 1 mm, each map is first averaged over the subject's
+    voxel (:func:`.warp.voxel_average`, the lesion masks' rule), so a 2 mm voxel holds the tissue
+    shares of its whole volume: thin bright structures (cortical rims, periventricular caps and
+    bands, septum) are diluted by their neighbours as in a real 2 mm scan. At <= 1 mm nothing changes.
+    """
+    spacing = float(np.sqrt((template.affine[:3, :3] ** 2).sum(axis=0)).mean())
+    tissues = {
+        name: np.clip(sample_map(voxel_average(getattr(template, name), voxel_size, spacing), coords), 0, 1)
+        for name in ("gm", "wm", "csf")
+    }
+    mimics = np.stack([np.clip(sample_map(voxel_average(m, voxel_size, spacing), coords), 0, 1) for m in template.mimics])
     return tissues, mimics
 
 
@@ -195,7 +205,9 @@ def synthesize_subject(
     bias_strength : float
         SD of the bias field's log-polynomial coefficients (0.04: typically +-10-15 %).
     noise_range : (float, float)
-        Rician noise SD relative to white matter, drawn uniformly.
+        Rician noise SD relative to white matter, drawn uniformly, for voxels of 1 mm or less; a
+        coarser voxel averages ``voxel_size^3`` mm^3 and its SD is divided by
+        ``voxel_size^1.5`` (:func:`.acquire.noise_sigma`).
 
     Returns
     -------
@@ -247,7 +259,7 @@ def synthesize_subject(
         translation_mm=translation_mm, deformation_mm=deformation_mm,
     )
     # 2. Tissues.
-    tissues, mimics = warp_tissues(template, coords)
+    tissues, mimics = warp_tissues(template, coords, voxel_size)
     brain = (tissues["gm"] + tissues["wm"] + tissues["csf"]) >= 0.5
     # 3. Lesions.
     source, mirrored = None, False
@@ -268,7 +280,7 @@ def synthesize_subject(
     levels = draw_levels(rng)
     n_vessels = int(round(rng.integers(n_vessels_range[0], n_vessels_range[1] + 1) / voxel_size**2))
     image = flair_contrast(rng, tissues, brain, mimics, fraction, levels, voxel_size, n_vessels)
-    flair = acquire(rng, image, brain, bias_strength=bias_strength, noise_range=noise_range)
+    flair = acquire(rng, image, brain, bias_strength=bias_strength, noise_range=noise_range, voxel_size=voxel_size)
     return SyntheticSubject(
         flair=flair.astype(np.float32, copy=False),
         mask=mask,

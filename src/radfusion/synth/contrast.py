@@ -13,6 +13,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
+VESSEL_MM = 1.2  # width of a drawn slow-flow vessel (mm)
+
+
 def draw_levels(rng: np.random.Generator) -> dict[str, float]:
     """A subject's contrast, relative to white matter (the calibration of docs/decisions.md).
 
@@ -61,7 +64,9 @@ def vessel_map(
 
     Each vessel starts at a random ``candidates`` voxel (sulcal CSF next to cortex) and follows a
     random walk with a slowly turning direction; the traced centre lines are blurred by a
-    Gaussian of 0.5 mm SD (vessels about 1-1.5 mm across).
+    Gaussian of 0.5 mm SD (vessels about 1-1.5 mm across). On voxels coarser than the vessels'
+    width (``VESSEL_MM``) a vessel fills only ``(VESSEL_MM / voxel_size)^2`` of a voxel's cross
+    section, and its fraction is scaled by that (partial volume; 1 at <= 1.2 mm).
     """
     shape = candidates.shape
     trace = np.zeros(shape, dtype=np.float32)
@@ -83,7 +88,9 @@ def vessel_map(
             trace[tuple(index)] = 1.0
     blurred = ndi.gaussian_filter(trace, 0.5 / voxel_size)
     on_line = blurred[trace > 0]
-    return np.clip(blurred / max(float(np.median(on_line)), 1e-6), 0.0, 1.0)
+    fraction = np.clip(blurred / max(float(np.median(on_line)), 1e-6), 0.0, 1.0)
+    filled = min(1.0, (VESSEL_MM / voxel_size) ** 2)
+    return fraction if filled >= 1.0 else fraction * np.float32(filled)
 
 
 def lesion_levels(

@@ -97,6 +97,20 @@ def bias_field(rng: np.random.Generator, shape: tuple[int, int, int], strength: 
 
 
 
+def voxel_average(volume: np.ndarray, voxel_size: float, spacing: float = 1.0) -> np.ndarray:
+    """``volume`` (of grid ``spacing`` mm) averaged over a subject voxel of ``voxel_size`` mm.
+
+    A Gaussian of FWHM ``sqrt(voxel_size^2 - spacing^2)`` mm, the rule the lesion masks follow
+    (:func:`.library.warp_lesion_mask`), so that a trilinear sample at a subject voxel's centre
+    holds the share of its whole volume rather than of one point. On a grid as fine as the
+    source's or finer (the full cohort's 0.8-1.0 mm), ``volume`` itself is returned.
+    """
+    fwhm = np.sqrt(max(float(voxel_size) ** 2 - float(spacing) ** 2, 0.0))
+    if fwhm <= 0:
+        return volume
+    return ndi.gaussian_filter(volume, fwhm / 2.3548 / spacing, mode="constant")
+
+
 def sample_map(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Trilinear samples of ``volume`` at voxel coordinates ``points`` (shape (3, ...)), 0 outside.
 
