@@ -269,7 +269,7 @@ def test_a_bids_tree_of_test_patients_and_demo_subjects_runs_the_whole_dag_to_th
     (1 mm, 182 x 218 x 182) enter cropped to their brain and averaged to 2 mm (block means; the
     lesion mask where at least half a block is lesion), the size of the test config's demo
     subjects, which the workflow synthesizes first (rule demo_subject) and the tree links to.
-    Measured: 8 minutes (478 s) on 2 cores shared with another run.
+    Measured: 6.5-8 minutes (397 s and 478 s) on 2 cores shared with another run.
     """
     data = shared_data("open_ms_data")
     work = workdir_with_test_config(tmp_path / "work")
