@@ -2,7 +2,9 @@
 
 For each scan of ``../shared/data/open_ms_data/clinical_flair/``: ``radfusion predict`` with the
 given fold models (the default ``--skull-strip auto``), then, against the scan's reference brain
-mask: lesion count and volume, predicted lesion voxels outside the reference brain, the Dice of
+mask: lesion count and volume, predicted lesion voxels outside the reference brain (as given,
+and with the reference's interior holes filled: a pinhole inside a reference mask is not
+outside the brain), the Dice of
 the written ``brain_mask.nii.gz`` and the acquisition warnings. Then the same six scans as a BIDS
 dataset through ``radfusion predict --bids``, and the check that its brain masks equal the
 single-scan ones (and, with ``--workflow-results``, the workflow's brain masks of that tree).
@@ -24,6 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "open_ms_data" / "clinical_flair"
 # The six scans as a BIDS dataset: patient -> subject label, study -> session label.
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
     import torch
 
     from radfusion.bids import predict_bids
-    from radfusion.predict import acquisition_warnings, fold_model_paths, predict_patient
+    from radfusion.predict import SURFACE_MARGIN_MM, acquisition_warnings, fold_model_paths, predict_patient
 
     torch.set_num_threads(args.threads)
     run = Path(args.models)
@@ -84,6 +87,10 @@ def main(argv=None) -> int:
             "scan": scan, "lesion_count": summary["lesion_count"], "total_volume_ml": round(summary["total_volume_ml"], 4),
             "lesion_voxels": summary["lesion_voxels"],
             "lesion_voxels_outside_reference_brain": int(np.count_nonzero(lesions & ~reference)),
+            "lesion_voxels_outside_reference_brain_filled": int(
+                np.count_nonzero(lesions & ~ndimage.binary_fill_holes(reference))
+            ),
+            "reference_interior_hole_voxels": int(np.count_nonzero(ndimage.binary_fill_holes(reference) & ~reference)),
             "lesion_voxels_outside_brain_mask": int(np.count_nonzero(lesions & ~brain)),
             "brain_mask_dice": round(2 * np.count_nonzero(brain & reference) / (brain.sum() + reference.sum()), 4),
             "brain_slices": summary["brain_slices"], "seconds": round(seconds, 1),
@@ -118,7 +125,7 @@ def main(argv=None) -> int:
     args.tsv.parent.mkdir(parents=True, exist_ok=True)
     with open(args.tsv, "w") as f:
         f.write(f"# models {args.models}; threshold {args.threshold or 'of the models'}; {args.threads} threads; python {platform.python_version()}; "
-                f"predict --bids of the six scans: {bids_seconds:.0f} s\n")
+                f"surface margin {SURFACE_MARGIN_MM:g} mm; predict --bids of the six scans: {bids_seconds:.0f} s\n")
         table.to_csv(f, sep="\t", index=False)
     print(table.to_string(index=False))
     return 0

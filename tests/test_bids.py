@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import PROJECT, job_counts, run_snakemake, shared_data
+from conftest import PROJECT, job_counts, run_snakemake, shared_data, workdir_with_test_config
 from radfusion.bids import COHORT_COLUMNS, COHORT_TABLE, find_flairs, predict_bids
 from radfusion.cli import main
 from radfusion.io import InputError
@@ -236,6 +236,134 @@ def test_a_bids_tree_of_test_patients_and_demo_subjects_plans_the_whole_quick_da
         assert counts[rule] == 12, rule
     assert counts["train_model"] == 24 and counts["assign_folds"] == 1 and counts["feature_distributions"] == 1
     assert "import_flair" not in counts and "demo_subject" not in counts
+
+
+def block_means(box):
+    """Means of 2 x 2 x 2 blocks of an array of even shape."""
+    x, y, z = (n // 2 for n in box.shape)
+    return box.reshape(x, 2, y, 2, z, 2).mean(axis=(1, 3, 5))
+
+
+def block_mean_2mm(image):
+    """A 1 mm image cropped to its nonzero box (plus a 2-voxel margin) and averaged over 2 x 2 x 2
+    blocks: a 2 mm image whose affine places every block exactly where its voxels were."""
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    nonzero = np.argwhere(data != 0)
+    lo = np.maximum(nonzero.min(axis=0) - 2, 0)
+    hi = lo + 2 * ((np.minimum(nonzero.max(axis=0) + 3, data.shape) - lo) // 2)
+    box = data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    blocks = block_means(box)
+    to_1mm = np.diag([2.0, 2.0, 2.0, 1.0])
+    to_1mm[:3, 3] = lo + 0.5  # the centre of block (0, 0, 0) in the 1 mm voxel grid
+    return blocks, image.affine @ to_1mm, (lo, hi)
+
+
+@pytest.mark.slow
+def test_a_bids_tree_of_test_patients_and_demo_subjects_runs_the_whole_dag_to_the_tables(tmp_path):
+    """Issue acceptance: a BIDS tree built from the two shared test patients and demo subjects,
+    lesion masks in derivatives/lesion_masks, is the workflow's ``samples`` and the whole DAG runs
+    to the tables and figures.
+
+    The DAG is the test config's (.test/config: 3 folds, 3 epochs, 32 px; both models and both
+    inputs), not the quick config's (40 min here). To keep it to minutes the two real patients
+    (1 mm, 182 x 218 x 182) enter cropped to their brain and averaged to 2 mm (block means; the
+    lesion mask where at least half a block is lesion), the size of the test config's demo
+    subjects, which the workflow synthesizes first (rule demo_subject) and the tree links to.
+    Measured: 6.5-8 minutes (397 s and 478 s) on 2 cores shared with another run.
+    """
+    data = shared_data("open_ms_data")
+    work = workdir_with_test_config(tmp_path / "work")
+    demos = [f"demo0{n}" for n in range(1, 5)]
+    made = run_snakemake(
+        ["--cores", "2", "--snakefile", str(PROJECT / "workflow" / "Snakefile"),
+         *[f"resources/demo/{d}/{f}.nii.gz" for d in demos for f in ("flair", "mask")]],
+        cwd=work, timeout=900,
+    )
+    assert made.returncode == 0, made.stderr[-8000:]
+    root = tmp_path / "bids"
+    derivatives = root / "derivatives" / "lesion_masks"
+    (root / "dataset_description.json").parent.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "test patients and demo", "BIDSVersion": "1.10.0"}))
+    for patient in ("patient07", "patient26"):
+        label = patient.replace("patient", "p")
+        flair, affine, (lo, hi) = block_mean_2mm(nib.load(str(data / patient / "FLAIR.nii.gz")))
+        lesions = np.asarray(nib.load(str(data / patient / "lesion_mask.nii.gz")).dataobj, dtype=np.float32)
+        mask = block_means(lesions[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]) >= 0.5
+        assert mask.sum() > 50
+        write(root / f"sub-{label}/anat/sub-{label}_FLAIR.nii.gz", flair, affine)
+        write(derivatives / f"sub-{label}/anat/sub-{label}_label-lesion_mask.nii.gz", mask.astype(np.uint8), affine)
+    for demo in demos:
+        for folder, name, source in ((root, "FLAIR", "flair"), (derivatives, "label-lesion_mask", "mask")):
+            anat = folder / f"sub-{demo}" / "anat"
+            anat.mkdir(parents=True, exist_ok=True)
+            (anat / f"sub-{demo}_{name}.nii.gz").symlink_to(work / "resources/demo" / demo / f"{source}.nii.gz")
+    subjects = sorted(["sub-p07", "sub-p26", *(f"sub-{d}" for d in demos)])
+    result = run_snakemake(
+        ["--cores", "2", "--snakefile", str(PROJECT / "workflow" / "Snakefile"), "--config", f"samples={root}"],
+        cwd=work, timeout=3600,
+    )
+    assert result.returncode == 0, result.stderr[-8000:]
+    results = work / "results"
+    assert sorted(pd.read_csv(results / "folds.tsv", sep="\t")["subject"]) == subjects
+    for name in ("table1", "table2", "table3", "table4", "sdd", "features"):
+        assert len(pd.read_csv(results / "tables" / f"{name}.csv")) > 0, name
+    for number in (1, 2, 3, 4):
+        assert (results / "figures" / f"figure{number}.png").stat().st_size > 10_000
+    for subject in subjects:
+        assert (results / "predictions" / "attention_unet" / "mri" / f"{subject}.nii.gz").exists()
+        flair = np.asarray(nib.load(str(results / "nifti" / subject / "flair.nii.gz")).dataobj)
+        brain = np.asarray(nib.load(str(results / "normalized" / subject / "brain.nii.gz")).dataobj) != 0
+        stripping = (work / "logs" / "skull_strip" / f"{subject}.log").read_text()
+        if subject.startswith("sub-p"):  # skull-stripped patients (auto): the nonzero voxels, no deepbet
+            assert "already skull-stripped" in stripping
+            np.testing.assert_array_equal(brain, flair != 0)
+        else:  # demo subjects taken as data are judged by the rule, not by their name: at 2 mm
+            # their nonzero voxels hold 1,669-2,108 mL (measured), most above the 1,900 mL of
+            # "already stripped", so auto runs deepbet on those, whose mask takes about all of
+            # their nonzero voxels and some zero ones
+            assert "brain mask by" in stripping and brain.sum() >= 0.9 * np.count_nonzero(flair)
+
+
+@pytest.mark.slow
+def test_a_thick_slice_clinical_scan_as_samples_gets_brain_normalized_flair_and_maps(tmp_path):
+    """Issue acceptance, on one of the six clinical scans (the benchmark runs all six:
+    benchmarks/measurements/skull_strip_workflow.tsv): with ``samples`` a BIDS tree without
+    lesion masks, the per-subject targets that need no mask (brain mask, normalized FLAIR, CR/RE
+    maps) run on a whole-head 0.72 x 0.72 x 3 mm scan, on its own grid, and the brain mask is
+    the one ``radfusion predict`` makes (the same function on the same imported FLAIR)."""
+    from radfusion.io import load_volume
+    from radfusion.predict import canonical_to_original
+    from radfusion.skullstrip import subject_brain_mask
+
+    scan = shared_data("open_ms_data", "clinical_flair", "patient04_study1", "FLAIR.nii.gz")
+    anat = tmp_path / "bids/sub-04/ses-1/anat"
+    anat.mkdir(parents=True)
+    (anat / "sub-04_ses-1_FLAIR.nii.gz").symlink_to(scan)
+    work = workdir_with_test_config(tmp_path / "work")
+    subject = "sub-04_ses-1"
+    targets = [f"results/normalized/{subject}/{name}.nii.gz" for name in ("brain", "flair")]
+    targets += [f"results/features/{subject}/{name}.nii.gz" for name in ("cr", "re")]
+    result = run_snakemake(
+        ["--cores", "2", "--snakefile", str(PROJECT / "workflow" / "Snakefile"), *targets,
+         "--config", f"samples={tmp_path / 'bids'}"],
+        cwd=work, timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-8000:]
+    flair, affine = load_volume(work / "results/nifti" / subject / "flair.nii.gz")
+    assert flair.shape == nib.load(str(scan)).shape  # the scan's own grid, nothing resampled
+    assert np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[2] == pytest.approx(3.0, abs=0.01)
+    brain, _ = load_volume(work / "results/normalized" / subject / "brain.nii.gz", dtype=np.uint8)
+    predicted = subject_brain_mask(flair, affine, mode="auto", threads=2, subject=subject).brain
+    np.testing.assert_array_equal(brain != 0, predicted)
+    # stripped, not the whole head: the reference brain mask's Dice, on the scan's own grid
+    original = canonical_to_original(predicted.astype(np.uint8), nib.load(str(scan)).affine) != 0
+    reference = np.asarray(nib.load(str(scan.with_name("brain_mask.nii.gz"))).dataobj) > 0.5
+    assert 2 * np.count_nonzero(original & reference) / (original.sum() + reference.sum()) >= 0.95
+    normalized, _ = load_volume(work / "results/normalized" / subject / "flair.nii.gz")
+    assert (normalized[~predicted] == 0).all() and normalized[predicted].max() > 0
+    for name in ("cr", "re"):
+        feature, _ = load_volume(work / "results/features" / subject / f"{name}.nii.gz")
+        assert feature.shape == flair.shape and np.isfinite(feature).all() and feature[predicted].std() > 0, name
 
 
 def test_predict_bids_without_flair_is_one_line_and_writes_nothing(tmp_path, capsys):

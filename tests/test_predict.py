@@ -23,6 +23,7 @@ from radfusion.predict import (
     LESION_COLUMNS,
     OUTPUT_FILES,
     SUMMARY_COLUMNS,
+    SURFACE_MARGIN_MM,
     acquisition_warnings,
     brain_slice_indices,
     canonical_to_original,
@@ -33,6 +34,8 @@ from radfusion.predict import (
     predict_lesion_mask,
     predict_patient,
     read_patient_sheet,
+    segment_with_fold_models,
+    surface_rim,
     voxel_volume_ml,
 )
 from radfusion.train import save_model
@@ -217,6 +220,48 @@ def test_only_brain_slices_are_predicted_and_background_is_never_lesion():
     mask, normalized = predict_lesion_mask(flair, [ConstantProbability(0.9)], channels=(0,), image_size=32)
     np.testing.assert_array_equal(mask, (flair != 0).astype(np.uint8))
     assert (normalized[flair == 0] == 0).all()
+
+
+def test_surface_rim_is_a_physical_distance_on_anisotropic_voxels():
+    brain = np.zeros((24, 24, 8), bool)
+    brain[2:22, 2:22, 1:7] = True
+    brain[10:13, 10:13, 3:5] = False  # an interior hole (a ventricle left out): not surface
+    rim = surface_rim(brain, (0.7, 0.7, 3.0), 2.0)
+    # in plane the two outer rings (0.7 and 1.4 mm from the outside), not the third (2.1 mm) ...
+    middle = rim[:, :, 3]
+    assert middle[2:4, 2:22].all() and middle[20:22, 2:22].all() and middle[2:22, 2:4].all()
+    assert not middle[4:20, 4:20].any()
+    # ... and never a whole axial slice: the top and bottom slices are 3 mm from the outside
+    assert rim[:, :, 1].sum() == rim[:, :, 3].sum() and not rim[4:20, 4:20, 1].any()
+    assert not (rim & ~brain).any()
+    # the same mask on 1 mm voxels: two rings and the top and bottom slices (1 mm away)
+    iso = surface_rim(brain, (1.0, 1.0, 1.0), 2.0)
+    assert iso[4:20, 4:20, 1].all() and iso[4:20, 4:20, 2].all() and not iso[4:20, 4:20, 3].any()
+    assert not iso[9:14, 9:14, 3:5].any()  # no rim around the interior hole
+    # a brain that fills the array (cut by the field of view) has no surface
+    assert not surface_rim(np.ones((6, 6, 3), bool), (1, 1, 1), 2.0).any()
+    with pytest.raises(ValueError, match="voxel sizes"):
+        surface_rim(brain, (1.0, 0.0, 1.0))
+
+
+def test_no_lesion_within_the_surface_margin_of_the_brain():
+    flair, _ = blob_volume(shape=(32, 32, 8))
+    brain = flair != 0
+    settings = {"channels": [0], "image_size": 32, "preprocessing": PREPROCESSING}
+    models = [ConstantProbability(0.9)]  # lesion everywhere in the brain
+    sizes = (0.7, 0.7, 3.0)
+    mask, _ = segment_with_fold_models(flair, models, settings, brain=brain, voxel_sizes=sizes)
+    rim = surface_rim(brain, sizes, SURFACE_MARGIN_MM)
+    assert rim.any() and not mask[rim].any()
+    np.testing.assert_array_equal(mask, (brain & ~rim).astype(np.uint8))
+    # the margin is in mm: with 1.5 mm pixels only the outermost ring goes
+    wide, _ = segment_with_fold_models(flair, models, settings, brain=brain, voxel_sizes=(1.5, 1.5, 3.0))
+    assert wide[4, 3:29, 3].all() and not wide[3, :, 3].any()
+    # predict_lesion_mask with the margin off, or without a voxel size, keeps the whole brain
+    off, _ = predict_lesion_mask(flair, models, channels=(0,), image_size=32, voxel_sizes=sizes, surface_margin_mm=0)
+    np.testing.assert_array_equal(off, brain.astype(np.uint8))
+    with pytest.raises(TypeError, match="voxel_sizes"):
+        segment_with_fold_models(flair, models, settings, brain=brain)
 
 
 def test_a_flair_without_zero_background_is_predicted_with_a_warning(tmp_path, write_nifti):

@@ -40,6 +40,23 @@ def test_quick_overlay_plans_a_smaller_cohort():
     assert WEIGHTS_RULE not in result.stdout  # the demo needs no network
 
 
+def test_quick_dry_run_plans_the_same_jobs_with_stripping_on_auto_and_off(tmp_path):
+    # The demo subjects are skull-stripped already: preprocess.skull_strip auto (the default)
+    # plans no skull_strip job, and exactly the jobs of skull_strip none.
+    plans = {}
+    for mode in ("auto", "none"):
+        overlay = tmp_path / f"{mode}.yaml"
+        overlay.write_text(yaml.safe_dump({"preprocess": {"skull_strip": mode}}))
+        result = run_snakemake(
+            ["-n", "--quiet", "rules", "--forceall", "--configfile", "config/quick.yaml", str(overlay)],
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        plans[mode] = job_counts(result.stdout)
+    assert "skull_strip" not in plans["auto"] and plans["auto"] == plans["none"]
+    assert plans["auto"]["normalize_flair"] == 12 and plans["auto"]["train_model"] == 24
+
+
 # --- ImageNet encoder weights (rule fetch_encoder_weights) ------------------------------------
 
 

@@ -5,7 +5,7 @@ segment every subject of an external cohort (another site or scanner; config
 ``external.samples``) by the predict procedure, exactly what ``radfusion predict`` delivers
 (:func:`radfusion.predict.predict_lesion_mask` on the imported canonical FLAIR: the run's
 normalization and CR/RE maps, every axial brain slice, the fold models' sigmoid probabilities
-averaged, thresholded and resized back, nothing outside the brain). Each mask is scored against
+averaged, thresholded and resized back, nothing outside the brain or in its surface rim). Each mask is scored against
 the subject's imported lesion mask over the whole volume, on every slice, at the original
 resolution and in 3D (:func:`radfusion.evaluate.score_volume`): unlike the cross-validation's
 lesion-slice scores, false positives on lesion-free slices count.
@@ -48,6 +48,7 @@ def segment_and_score(
     min_overlap: float = 0.0,
     threads: int = 1,
     brain: np.ndarray | None = None,
+    voxel_sizes: Sequence[float] | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Segment one external subject with the fold models of a run and score the whole volume.
 
@@ -71,6 +72,9 @@ def segment_and_score(
     brain : ndarray of bool, optional
         The subject's brain mask (``results/normalized/{subject}/brain.nii.gz``); ``None``: the
         FLAIR's nonzero voxels.
+    voxel_sizes : sequence of float, optional
+        Voxel size (mm) of the canonical grid, for predict's surface margin
+        (:func:`radfusion.predict.surface_rim`); ``None``: no margin (the cohort run gives it).
 
     Returns
     -------
@@ -98,7 +102,9 @@ def segment_and_score(
             f"subject '{subject}': expected a 3D FLAIR and a lesion mask of its shape, got {flair.shape} and {truth.shape}"
         )
     brain = brain_mask(flair) if brain is None else np.asarray(brain, dtype=bool)
-    mask, _ = segment_with_fold_models(flair, models, settings, threads=threads, brain=brain)
+    mask, _ = segment_with_fold_models(
+        flair, models, settings, threads=threads, brain=brain, voxel_sizes=voxel_sizes
+    )
     scores = score_volume(mask, truth, min_lesion_voxels=min_lesion_voxels, min_overlap=min_overlap)
     row = {
         "subject": subject,
@@ -192,6 +198,7 @@ def segment_external_cohort(
             min_overlap=min_overlap,
             threads=threads,
             brain=brain,
+            voxel_sizes=np.sqrt((affine[:3, :3] ** 2).sum(axis=0)),
         )
         save_volume(mask, affine, out_path)
         rows.append(row)
