@@ -47,7 +47,8 @@ from radfusion.evaluate import evaluate_cross_validation, false_positive_voxels
 from radfusion.external import segment_and_score
 from radfusion.folds import read_folds
 from radfusion.io import load_volume
-from radfusion.predict import load_fold_models, voxel_volume_ml
+from radfusion.ensemble import load_fold_models
+from radfusion.predict import voxel_volume_ml
 from radfusion.protocol import INPUT_NAMES, MODEL_NAMES
 
 PROJECT = Path(__file__).resolve().parents[1]

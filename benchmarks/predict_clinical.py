@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     import torch
 
     from radfusion.bids import predict_bids
-    from radfusion.predict import SURFACE_MARGIN_MM, acquisition_warnings, fold_model_paths, predict_patient
+    from radfusion.ensemble import fold_model_paths
+    from radfusion.predict import SURFACE_MARGIN_MM, acquisition_warnings, predict_patient
 
     torch.set_num_threads(args.threads)
     run = Path(args.models)

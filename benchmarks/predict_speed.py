@@ -43,7 +43,8 @@ from radfusion import execution  # noqa: E402
 from radfusion.evaluate import dice_score, predict_probabilities  # noqa: E402
 from radfusion.models import build_model  # noqa: E402
 from radfusion.normalize import normalize_intensity  # noqa: E402
-from radfusion.predict import brain_slice_indices, load_fold_models, predict_lesion_mask, slice_stack  # noqa: E402
+from radfusion.ensemble import load_fold_models  # noqa: E402
+from radfusion.predict import brain_slice_indices, predict_lesion_mask, slice_stack  # noqa: E402
 from radfusion.slices import resize_images  # noqa: E402
 
 

@@ -19,6 +19,7 @@ from radfusion.figures import plot_lesion_overlay
 from radfusion.io import InputError, import_subject, load_volume
 from radfusion.models import build_model
 from radfusion.normalize import brain_mask
+from radfusion.ensemble import choose_model_input, cross_validated_dice, fold_model_paths
 from radfusion.predict import (
     LESION_COLUMNS,
     OUTPUT_FILES,
@@ -27,9 +28,6 @@ from radfusion.predict import (
     acquisition_warnings,
     brain_slice_indices,
     canonical_to_original,
-    choose_model_input,
-    cross_validated_dice,
-    fold_model_paths,
     lesion_table,
     predict_lesion_mask,
     predict_patient,

@@ -141,7 +141,8 @@ def test_real_patients_as_external_cohort_of_the_tiny_run(tmp_path, tiny_run, hi
     assert (root / "results/figures/figure5.svg").stat().st_size > 10_000
 
     # exactly what radfusion predict delivers with the same fold models
-    from radfusion.predict import OUTPUT_FILES, canonical_to_original, fold_model_paths, predict_patient
+    from radfusion.ensemble import fold_model_paths
+    from radfusion.predict import OUTPUT_FILES, canonical_to_original, predict_patient
 
     model, input_name = "attention_unet", "mri_radiomics"
     source = data / "patient07" / "FLAIR.nii.gz"

@@ -102,11 +102,12 @@ def run_predict(args: argparse.Namespace) -> int:
     """``radfusion predict``: resolve the fold models, predict, print the summary.
 
     Normalization, CR/RE parameters, channels, image size and threshold come from the model
-    files (:func:`radfusion.predict.load_fold_models`); only ``--threshold`` overrides one.
+    files (:func:`radfusion.ensemble.load_fold_models`); only ``--threshold`` overrides one.
     """
     import torch
 
-    from radfusion.predict import OUTPUT_FILES, choose_model_input, fold_model_paths, predict_patient
+    from radfusion.ensemble import choose_model_input, fold_model_paths, select_folds
+    from radfusion.predict import OUTPUT_FILES, predict_patient
 
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise InputError(f"--threshold: expected a probability in (0, 1), got {args.threshold}")
@@ -134,14 +135,7 @@ def run_predict(args: argparse.Namespace) -> int:
         model, input_name, cv_dice = choose_model_input(args.eval_dir, model=args.model, input_name=args.input)
         paths = fold_model_paths(args.models_dir, model, input_name)
     if args.folds:
-        by_fold = {int(path.parent.name[len("fold") :]): path for path in paths}
-        missing = sorted(set(args.folds) - set(by_fold))
-        if missing:
-            raise InputError(
-                f"--folds: no model for fold {', '.join(map(str, missing))} in '{paths[0].parent.parent}' "
-                f"(it has folds {', '.join(map(str, sorted(by_fold)))})"
-            )
-        paths = [by_fold[k] for k in sorted(set(args.folds))]
+        paths = select_folds(paths, args.folds)
     if args.bids:
         return _predict_bids(args, flair, paths, cv_dice)
     summary = predict_patient(

@@ -59,9 +59,9 @@ def segment_and_score(
     truth : ndarray, shape (X, Y, Z)
         The imported lesion mask on the same grid (``results/nifti/{subject}/mask.nii.gz``).
     models : sequence of torch.nn.Module
-        The fold models of one (model, input) (:func:`radfusion.predict.load_fold_models`).
+        The fold models of one (model, input) (:func:`radfusion.ensemble.load_fold_models`).
     settings : mapping
-        What the fold models record (:func:`radfusion.predict.load_fold_models`): ``model_name``,
+        What the fold models record (:func:`radfusion.ensemble.load_fold_models`): ``model_name``,
         ``input_name``, ``channels``, ``image_size`` and ``preprocessing``.
     subject : str
         Named in the row and in errors.
@@ -164,7 +164,8 @@ def segment_external_cohort(
     """
     from radfusion.evaluate import min_lesion_size_voxels
     from radfusion.io import load_volume, save_volume
-    from radfusion.predict import acquisition_warnings, load_fold_models
+    from radfusion.ensemble import load_fold_models
+    from radfusion.predict import acquisition_warnings
     from radfusion.execution import resolve_device
 
     if brain_paths is None:

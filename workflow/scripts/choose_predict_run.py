@@ -10,7 +10,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import pandas as pd
 
-from radfusion.predict import choose_model_input
+from radfusion.ensemble import choose_model_input
 
 model, input_name, cv_dice = choose_model_input(
     "results/eval",
