@@ -3,15 +3,19 @@
 Two measurements, side by side in one run on one machine:
 
 1. **Time** of the fold ensemble on a real patient's brain slices with full-size models (the full
-   config's image sizes; untrained weights: the time does not depend on them). For each network,
-   the inference path before issue 22 (float32, NCHW, ``torch.no_grad``, batches of 32) and today's
+   config's image sizes; untrained weights, with batch-norm statistics set on the patient's slices
+   as training would set them, so that every path computes finite activations: the time does not
+   depend on the weights). For each network, the inference path before issue 22 (float32, NCHW,
+   ``torch.no_grad``, batches of 32), today's default
    (:func:`radfusion.evaluate.predict_probabilities`: the machine's precision policy,
-   channels-last, ``torch.inference_mode``) run on the same ``--slices`` brain slices, interleaved;
-   the per-slice time is projected to the patient's brain slices x ``--folds`` models.
+   channels-last, ``torch.inference_mode``) and ``--precision int8`` (where the CPU has VNNI) run
+   on the same ``--slices`` brain slices, interleaved; the per-slice time is projected to the
+   patient's brain slices x ``--folds`` models, plus int8's quantization of each fold model
+   (:func:`radfusion.quantize.quantize_int8`, calibration included), timed separately.
 2. **Agreement** (with trained models, e.g. the quick demo's): the lesion mask of
    :func:`radfusion.predict.predict_lesion_mask` on the whole patient in float32 against the
-   policy's precision, and with fewer fold models (the first 1, 2, 3) against all of them:
-   voxel Dice and lesion volume.
+   policy's precision and int8, and with fewer fold models (the first 1, 2, 3) against all of
+   them: voxel Dice and lesion volume. ``--trained`` may name several runs.
 
 Run from the repository root::
 
@@ -24,7 +28,7 @@ Times exclude skull stripping, radiomics and file writing (seconds; ``radfusion 
 from __future__ import annotations
 
 import argparse
-import os
+import copy
 import platform
 import subprocess
 import sys
@@ -45,6 +49,7 @@ from radfusion.models import build_model  # noqa: E402
 from radfusion.normalize import normalize_intensity  # noqa: E402
 from radfusion.ensemble import load_fold_models  # noqa: E402
 from radfusion.predict import brain_slice_indices, predict_lesion_mask, slice_stack  # noqa: E402
+from radfusion.quantize import calibration_slices, int8_supported, quantize_int8  # noqa: E402
 from radfusion.slices import resize_images  # noqa: E402
 
 
@@ -66,17 +71,45 @@ def cpu_description() -> str:
     return f"{model}; flags: {' '.join(f for f in wanted if f in flags) or 'none of ' + ', '.join(wanted)}"
 
 
-def time_ensemble(name: str, size: int, images: torch.Tensor, folds: int, repeats: int) -> dict:
-    """Seconds per slice for ``folds`` untrained models, legacy path and today's, interleaved."""
+def model_with_statistics(name: str, channels: int, statistics: torch.Tensor) -> torch.nn.Module:
+    """An untrained network whose batch-norm statistics are those of ``statistics`` (evaluation mode)."""
+    model = build_model(name, channels)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a cumulative average over the pass
+            module.reset_running_stats()
+    with torch.no_grad():
+        model.train()(statistics)
+    return model.eval()
+
+
+def int8_probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``--precision int8`` without its quantization (``model`` is already quantized)."""
+    with torch.inference_mode():
+        return torch.cat([torch.sigmoid(model(images[i : i + 8])) for i in range(0, images.shape[0], 8)])
+
+
+def time_ensemble(name: str, size: int, images: torch.Tensor, all_slices: torch.Tensor, folds: int,
+                  repeats: int) -> dict:
+    """Seconds per slice for ``folds`` models on each path, interleaved; int8's quantization per model."""
     torch.manual_seed(0)
-    legacy = [build_model(name, images.shape[1]).eval() for _ in range(folds)]
-    today = [build_model(name, images.shape[1]).eval() for _ in range(folds)]
+    statistics = resize_images(calibration_slices(all_slices, 8), size)
+    models = [model_with_statistics(name, images.shape[1], statistics) for _ in range(folds)]
     x = resize_images(images, size)
-    best = {"legacy": float("inf"), "today": float("inf")}
+    paths = {"legacy": (copy.deepcopy(models), legacy_probabilities),
+             "today": (copy.deepcopy(models), predict_probabilities)}
+    best = {}
+    if int8_supported():
+        calibration = resize_images(calibration_slices(all_slices), size)
+        started = time.perf_counter()
+        quantized = [quantize_int8(model, calibration) for model in models]
+        best["quantize"] = (time.perf_counter() - started) / folds
+        paths["int8"] = (quantized, int8_probabilities)
+    best.update({path: float("inf") for path in paths})
     for _ in range(repeats + 1):  # the first round warms up
-        for path, models, run in (("legacy", legacy, legacy_probabilities), ("today", today, predict_probabilities)):
+        for path, (path_models, run) in paths.items():
             started = time.perf_counter()
-            for model in models:
+            for model in path_models:
                 run(model, x)
             best[path] = min(best[path], (time.perf_counter() - started) / x.shape[0])
     return best
@@ -90,7 +123,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["resnext_unet", "attention_unet"])
-    parser.add_argument("--trained", type=Path, help="a run folder of trained fold models, for the agreement")
+    parser.add_argument("--trained", type=Path, nargs="+", help="run folders of trained fold models, for the agreement")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -111,21 +144,30 @@ def main() -> None:
         f"{index.size} brain slices of {flair.shape} at {np.round(np.sqrt((affine[:3, :3] ** 2).sum(0)), 2).tolist()} mm; "
         f"{args.slices} timed, {args.folds} fold models, best of {args.repeats}",
         "",
-        "| network | size | before (s/slice) | today (s/slice) | speed-up | before per patient | today per patient |",
-        "|---|---|---|---|---|---|---|",
+        "| network | size | before (s/slice) | today (s/slice) | int8 (s/slice) | int8 quantization (s/fold) "
+        "| speed-up today, int8 | before per patient | today per patient | int8 per patient |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    all_slices = torch.from_numpy(slice_stack([normalized] * 3, index))
     for name in args.models:
         size = int(config["training"][name]["image_size"])
-        best = time_ensemble(name, size, images, args.folds, args.repeats)
-        projected = {path: seconds * index.size / 60 for path, seconds in best.items()}
+        best = time_ensemble(name, size, images, all_slices, args.folds, args.repeats)
+        minutes = {path: best[path] * index.size / 60 for path in ("legacy", "today")}
+        if "int8" in best:
+            int8_total = best["int8"] * index.size + best["quantize"] * args.folds
+            int8 = (f"{best['int8']:.2f} | {best['quantize']:.1f} | {best['legacy'] / best['today']:.2f}x, "
+                    f"{best['legacy'] * index.size / int8_total:.2f}x", f"{int8_total / 60:.1f} min")
+        else:
+            int8 = (f"- | - | {best['legacy'] / best['today']:.2f}x, -", "-")
         lines.append(
-            f"| {name} | {size} | {best['legacy']:.2f} | {best['today']:.2f} | {best['legacy'] / best['today']:.2f}x "
-            f"| {projected['legacy']:.1f} min | {projected['today']:.1f} min |"
+            f"| {name} | {size} | {best['legacy']:.2f} | {best['today']:.2f} | {int8[0]} "
+            f"| {minutes['legacy']:.1f} min | {minutes['today']:.1f} min | {int8[1]} |"
         )
         print(lines[-1], flush=True)
 
-    if args.trained:
-        paths = sorted(args.trained.glob("fold*/model.pt"), key=lambda p: int(p.parent.name[4:]))
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
+    for number, run in enumerate(args.trained or []):
+        paths = sorted(run.glob("fold*/model.pt"), key=lambda p: int(p.parent.name[4:]))
         models, settings = load_fold_models(paths)
         options = dict(
             channels=settings["channels"], image_size=settings["image_size"], threads=args.threads, brain=brain,
@@ -133,30 +175,29 @@ def main() -> None:
         )
 
         def segment(precision: str, subset) -> tuple[np.ndarray, float]:
-            os.environ[execution.PRECISION_ENV] = precision
-            execution.cpu_precision.cache_clear()
             started = time.perf_counter()
-            mask, _ = predict_lesion_mask(flair, subset, **options)
+            mask, _ = predict_lesion_mask(flair, subset, precision=precision, **options)
             return mask, time.perf_counter() - started
 
         policy = execution.cpu_precision()
         reference, seconds32 = segment("float32", models)
-        fast, seconds = segment(policy, models)
-        voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
         lines += [
             "",
-            f"Agreement on the whole patient, trained models {args.trained} ({len(models)} folds, "
+            f"Agreement on the whole patient, trained models {run} ({len(models)} folds, "
             f"{settings['image_size']} px), against float32 with all folds "
             f"({reference.sum() * voxel_ml:.2f} mL, {seconds32:.0f} s including radiomics):",
             "",
             "| path | voxel Dice | lesion volume (mL) | seconds |",
             "|---|---|---|---|",
-            f"| {policy}, all folds | {dice_score(fast, reference):.4f} | {fast.sum() * voxel_ml:.2f} | {seconds:.0f} |",
         ]
-        for k in (1, 2, 3):
-            subset, seconds_k = segment(policy, models[:k])
-            lines.append(f"| {policy}, folds 1-{k} | {dice_score(subset, reference):.4f} | {subset.sum() * voxel_ml:.2f} | {seconds_k:.0f} |")
-        os.environ.pop(execution.PRECISION_ENV, None)
+        rows = [(policy, len(models))] + ([("int8", len(models))] if int8_supported() else [])
+        rows += [(policy, k) for k in (1, 2, 3)] if number == 0 else []
+        for precision, k in rows:
+            mask, seconds = segment(precision, models[:k])
+            folds = "all folds" if k == len(models) else f"folds 1-{k}"
+            lines.append(f"| {precision}, {folds} | {dice_score(mask, reference):.4f} | {mask.sum() * voxel_ml:.2f} "
+                         f"| {seconds:.0f} |")
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

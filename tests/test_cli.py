@@ -159,3 +159,27 @@ def test_folds_and_precision_choose_the_ensemble_and_arithmetic(tmp_path, patien
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "--folds: no model for fold 7" in line and "it has folds 1, 2" in line
     assert not (tmp_path / "bad").exists()
+
+
+def test_precision_reaches_the_inference_path(tmp_path, patient, monkeypatch):
+    import radfusion.evaluate
+
+    seen = []
+    original = radfusion.evaluate.predict_probabilities
+
+    def recording(model, images, *, precision=None, **kwargs):
+        seen.append(precision)
+        return original(model, images, precision="float32" if precision == "int8" else precision, **kwargs)
+
+    monkeypatch.setattr(radfusion.evaluate, "predict_probabilities", recording)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "models" / "resnext_unet" / "mri"
+    assert main(["predict", str(patient), "--out", "auto", "--models", str(run), "-q"]) == 0
+    assert seen == [None, None]  # the machine's policy, for each of the two fold models
+    seen.clear()
+    monkeypatch.setattr("radfusion.quantize.int8_supported", lambda: True)
+    assert main(["predict", str(patient), "--out", "int8", "--models", str(run), "-q", "--precision", "int8"]) == 0
+    assert seen == ["int8", "int8"]
+    monkeypatch.setattr("radfusion.quantize.int8_supported", lambda: False)
+    assert main(["predict", str(patient), "--out", "no", "--models", str(run), "-q", "--precision", "int8"]) == 1
+    assert not (tmp_path / "no").exists()

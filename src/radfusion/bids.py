@@ -137,6 +137,7 @@ def predict_bids(
     device=None,
     threads: int = 1,
     skull_strip: str = "auto",
+    precision: str | None = None,
 ) -> pd.DataFrame:
     """Segment every FLAIR of a BIDS dataset; write a BIDS derivatives dataset at ``out``.
 
@@ -147,7 +148,7 @@ def predict_bids(
     out : path-like
         The derivatives dataset to write; must not exist yet or be empty. It is assembled in a
         temporary folder beside it and moved into place only when every scan has succeeded.
-    model_paths, cv_dice, threshold, device, threads, skull_strip
+    model_paths, cv_dice, threshold, device, threads, skull_strip, precision
         As :func:`radfusion.predict.predict_patient`.
 
     Returns
@@ -170,6 +171,7 @@ def predict_bids(
             summary = predict_patient(
                 scan.flair, work, model_paths=model_paths, patient=scan.subject, cv_dice=cv_dice,
                 threshold=threshold, device=device, threads=threads, skull_strip=skull_strip,
+                precision=precision,
             )
             names = derivative_names(scan)
             (staging / scan.relative_folder).mkdir(parents=True, exist_ok=True)

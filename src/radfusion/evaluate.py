@@ -512,12 +512,23 @@ def predict_probabilities(
     in batches of ``batch_size``. ``precision`` ("float32", "bfloat16", "float16"): the autocast
     type; ``None``: the machine's policy (:func:`radfusion.execution.autocast_precision`: float16
     on CUDA; on a CPU bfloat16 only where measured faster, float32 elsewhere), as in training.
+    "int8" (CPU only): an int8 copy of the model (:func:`radfusion.quantize.quantize_int8`),
+    calibrated on :func:`radfusion.quantize.calibration_slices` of ``images``.
     """
     from radfusion.execution import autocast, autocast_precision, prepare_for_inference
 
     device = next(model.parameters()).device
     precision = autocast_precision(device) if precision is None else precision
-    prepare_for_inference(model)
+    if precision == "int8":
+        from radfusion.quantize import calibration_slices, quantize_int8
+
+        if device.type != "cpu":
+            raise ValueError(f"int8 inference runs on the CPU; the model is on {device}")
+        if images.shape[0] == 0:
+            return torch.zeros((0, 1, *images.shape[-2:]))
+        model, precision = quantize_int8(model, calibration_slices(images)), "float32"
+    else:
+        prepare_for_inference(model)
     parts = []
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):

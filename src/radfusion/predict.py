@@ -168,6 +168,7 @@ def predict_lesion_mask(
     brain: np.ndarray | None = None,
     voxel_sizes: Sequence[float] | None = None,
     surface_margin_mm: float = SURFACE_MARGIN_MM,
+    precision: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lesion mask of a canonical FLAIR volume from the averaged predictions of fold models.
 
@@ -201,6 +202,9 @@ def predict_lesion_mask(
         validation always give it (:func:`segment_with_fold_models`).
     surface_margin_mm : float
         The margin (mm); 0 turns it off.
+    precision : str, optional
+        The networks' arithmetic (:func:`radfusion.evaluate.predict_probabilities`: "float32",
+        "bfloat16", "int8"); ``None``: the machine's policy.
 
     Returns
     -------
@@ -245,7 +249,9 @@ def predict_lesion_mask(
     if index.size:
         images = slice_stack([volumes[c] for c in channels], index)
         started = time.perf_counter()
-        slice_masks = predict_slice_masks(models, images, image_size=image_size, threshold=threshold)
+        slice_masks = predict_slice_masks(
+            models, images, image_size=image_size, threshold=threshold, precision=precision
+        )
         seconds = time.perf_counter() - started
         log.info("%d brain slices predicted by %d fold models in %.1f s", index.size, len(models), seconds)
         mask[:, :, index] = np.moveaxis(slice_masks, 0, 2)
@@ -435,6 +441,7 @@ def segment_with_fold_models(
     threads: int = 1,
     brain: np.ndarray | None = None,
     voxel_sizes: Sequence[float] | None,
+    precision: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_lesion_mask` with the settings the fold models record.
 
@@ -442,8 +449,9 @@ def segment_with_fold_models(
     preprocessing); ``threshold`` overrides the recorded one; ``brain`` is the brain mask
     (``None``: the FLAIR's nonzero voxels); ``voxel_sizes`` (mm, canonical axes; required, so
     that no caller forgets it) gives the surface margin (``SURFACE_MARGIN_MM``,
-    :func:`surface_rim`); ``None`` only where the voxel size is unknown. ``radfusion predict``
-    and the external validation both segment through here, so their masks agree.
+    :func:`surface_rim`); ``None`` only where the voxel size is unknown; ``precision`` is the
+    networks' arithmetic (``None``: the machine's policy). ``radfusion predict`` and the external
+    validation both segment through here, so their masks agree.
     """
     preprocessing = dict(settings["preprocessing"])
     if threshold is not None:
@@ -456,6 +464,7 @@ def segment_with_fold_models(
         threads=threads,
         brain=brain,
         voxel_sizes=voxel_sizes,
+        precision=precision,
         **preprocessing,
     )
 
@@ -472,6 +481,7 @@ def predict_patient(
     threads: int = 1,
     n_overlay_slices: int = 4,
     skull_strip: str = "auto",
+    precision: str | None = None,
 ) -> dict:
     """Predict a new patient's lesions with fold models and write mask, tables and overlay.
 
@@ -502,6 +512,9 @@ def predict_patient(
     skull_strip : {'auto', 'always', 'none'}
         The brain mask, as the workflow's ``preprocess.skull_strip``
         (:func:`radfusion.skullstrip.subject_brain_mask`): ``auto`` strips a whole-head FLAIR.
+    precision : {None, 'float32', 'bfloat16', 'int8'}
+        The networks' arithmetic (:func:`radfusion.evaluate.predict_probabilities`); ``None``:
+        the machine's policy. "int8" is the fast CPU path of the README's "Prediction speed".
 
     Returns
     -------
@@ -542,7 +555,8 @@ def predict_patient(
             np.round(zooms, 3).tolist(),
         )
         mask, normalized = segment_with_fold_models(
-            flair, models, settings, threshold=threshold, threads=threads, brain=brain, voxel_sizes=zooms
+            flair, models, settings, threshold=threshold, threads=threads, brain=brain, voxel_sizes=zooms,
+            precision=precision,
         )
         original_mask = canonical_to_original(mask, original.affine)
         original_brain = canonical_to_original(brain.astype(np.uint8), original.affine)

@@ -16,6 +16,9 @@ from torch import nn
 
 from radfusion.models.blocks import Conv2dBNReLU, check_input_size
 
+# FX graphs (int8 quantization, radfusion.quantize) record the input check as one call.
+torch.fx.wrap("check_input_size")
+
 
 class DenseLayer(nn.Sequential):
     """BN - ReLU - 3x3 conv (``growth_rate`` filters) - dropout.

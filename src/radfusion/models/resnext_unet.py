@@ -16,6 +16,9 @@ from torch import nn
 
 from radfusion.models.blocks import Conv2dReLU, check_input_size, init_relu_convolutions, prior_bias
 
+# FX graphs (int8 quantization, radfusion.quantize) record the input check as one call.
+torch.fx.wrap("check_input_size")
+
 ENCODER_NAME = "resnext50_32x4d"
 
 #: Where ``encoder_weights="imagenet"`` is looked for, in order. The first is the file
