@@ -46,7 +46,6 @@ import re
 import subprocess
 import sys
 import time
-import unittest.mock
 from collections import Counter
 from pathlib import Path
 
@@ -238,24 +237,15 @@ def inference_step(name: str, protocol: TrainingProtocol, dtype: str):
 
 
 def quantize_int8(model: nn.Module, images: torch.Tensor) -> nn.Module:
-    """Post-training static int8 quantization (FX graph mode, x86 backend), calibrated on ``images``.
+    """``radfusion predict --precision int8``'s quantization (:func:`radfusion.quantize.quantize_int8`).
 
     Raises whatever FX tracing or conversion raises; the caller reports it as "not supported".
+    An untrained network whose batch-norm statistics were never set overflows (non-finite
+    activations); ``benchmarks/predict_speed.py`` sets them from data first.
     """
-    from torch.ao.quantization import MinMaxObserver, QConfig, default_per_channel_weight_observer
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from radfusion.quantize import quantize_int8 as quantize
 
-    torch.backends.quantized.engine = "x86"
-    # min-max activation ranges: the default histogram observer fails on attention_unet's
-    # constant feature maps ("torch.histc: range of [nan, nan] is not finite")
-    qconfig = QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=default_per_channel_weight_observer)
-    model.eval()(images[:1])  # the input checks, which FX cannot trace, run here on a real tensor
-    with unittest.mock.patch(f"{type(model).__module__}.check_input_size", lambda *a, **k: None):
-        prepared = prepare_fx(model, get_default_qconfig_mapping("x86").set_global(qconfig), example_inputs=(images,))
-    with torch.no_grad():
-        prepared(images)
-    return convert_fx(prepared)
+    return quantize(model, images)
 
 
 def count_flops(name: str, protocol: TrainingProtocol) -> dict[str, float]:
