@@ -83,3 +83,14 @@ def test_cuda_and_the_mixed_precision_switch(monkeypatch, tmp_path):
 def test_the_probe_measures_a_finite_ratio():
     speedup = execution.measure_bfloat16_speedup(repeats=1, size=16, batch=1)
     assert math.isfinite(speedup) and speedup > 0
+
+
+def test_the_probe_leaves_the_global_random_state_alone():
+    """A job that probes and a job that reads the cached choice must train from the same numbers."""
+    from radfusion.execution import measure_bfloat16_speedup
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    measure_bfloat16_speedup(repeats=1, size=16, batch=1)
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)

@@ -73,9 +73,12 @@ def measure_bfloat16_speedup(*, repeats: int = 3, size: int = 48, batch: int = 4
 
     The probe (:func:`_probe_network`, channels-last, the current thread count) runs ``repeats``
     times in each precision, interleaved; the fastest of each is compared. Takes about a second.
+    Leaves torch's global random state as it found it: the first job on a machine probes and the
+    next ones read the cache, and both must then train from the same random numbers.
     """
     generator = torch.Generator().manual_seed(0)
-    model = _probe_network().to(memory_format=torch.channels_last)
+    with torch.random.fork_rng(devices=[]):
+        model = _probe_network().to(memory_format=torch.channels_last)
     x = torch.rand(batch, 32, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
 
     def step(bfloat16: bool) -> float:
