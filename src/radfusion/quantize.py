@@ -77,8 +77,6 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, *, observer: str 
     torch.backends.quantized.engine = ENGINE
     calibration = calibration.float().cpu().contiguous()
     model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    with torch.inference_mode():
-        model(calibration[:1])  # the input checks, which the graph skips, on a real tensor
     observer = OBSERVER if observer is None else observer
     mapping = get_default_qconfig_mapping(ENGINE)
     if observer == "minmax":
@@ -86,19 +84,21 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, *, observer: str 
         mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=default.weight))
     elif observer != "histogram":
         raise ValueError(f"expected observer 'histogram' or 'minmax', got {observer!r}")
+    precision = cpu_precision()  # outside no_grad: the first call may run the policy's probe
     with warnings.catch_warnings():
         # torch's notices that FX graph mode quantization moves to torchao (README, "Prediction speed")
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*(migrat|reduce_range|_empty_affine_quantized)")
-        prepared = prepare_fx(model, mapping, example_inputs=(calibration[:1],))
-        precision = cpu_precision()  # outside no_grad: the first call may run the policy's probe
-        with torch.no_grad(), autocast(torch.device("cpu"), precision):
-            prepared(calibration)
-        _check_ranges(prepared)
-        quantized = convert_fx(prepared)
-    _release_quantization_caches()
-    return quantized
+        try:
+            prepared = prepare_fx(model, mapping, example_inputs=(calibration[:1],))
+            # the calibration pass also runs the model's input check (kept in the traced graph)
+            with torch.no_grad(), autocast(torch.device("cpu"), precision):
+                prepared(calibration)
+            _check_ranges(prepared)
+            return convert_fx(prepared)
+        finally:
+            _release_quantization_caches()
 
 
 def _check_ranges(prepared: nn.Module) -> None:
