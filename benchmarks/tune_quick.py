@@ -52,7 +52,8 @@ def held_out_scores(model_path: Path, slice_paths: dict, trained: list[str], hel
     network, baseline = [], []
     for subject in held:
         images, truth = arrays[subject]["images"], arrays[subject]["masks"]
-        predicted = predict_slice_masks(model, images, image_size=info["image_size"], channels=channels)
+        box = arrays[subject]["box"] if info["crop"] == "brain" else None
+        predicted = predict_slice_masks(model, images, image_size=info["image_size"], channels=channels, box=box)
         network.append(dice_score(predicted, truth))
         baseline.append(dice_score(images[:, 0] >= threshold, truth))
     return float(sum(network) / len(network)), float(sum(baseline) / len(baseline))

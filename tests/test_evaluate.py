@@ -510,6 +510,19 @@ def test_predict_slice_masks_resizes_back_with_nearest_neighbour():
     assert masks[0, 2:8, 2:12].all() and not masks[0, 12:, 17:].any()
 
 
+def test_predict_slice_masks_in_a_box_puts_the_masks_back_in_place():
+    images = np.zeros((1, 3, 40, 60), np.float32)
+    images[0, 0, 12:20, 30:45] = 1.0
+    images[0, 0, 0:3, 0:3] = 1.0  # bright outside the box: never predicted there
+    box = (10, 26, 24, 56)
+    masks = predict_slice_masks(BrightPixels(), images, channels=[0], image_size=32, box=box)
+    assert masks.shape == (1, 40, 60)
+    inside = predict_slice_masks(BrightPixels(), images[:, :, 10:26, 24:56], channels=[0], image_size=32)
+    np.testing.assert_array_equal(masks[:, 10:26, 24:56], inside)
+    assert masks.sum() == inside.sum() and not masks[0, :3, :3].any()
+    assert dice_score(masks[0], images[0, 0, :, :] * (np.arange(40)[:, None] >= 10) > 0.5) > 0.9
+
+
 def test_prediction_volume_places_slices_and_leaves_zeros():
     masks = np.ones((2, 4, 5), np.uint8)
     volume = prediction_volume((4, 5, 6), [1, 4], masks)

@@ -20,6 +20,7 @@ from radfusion.io import InputError, import_subject, load_volume
 from radfusion.models import build_model
 from radfusion.normalize import brain_mask
 from radfusion.ensemble import choose_model_input, cross_validated_dice, fold_model_paths
+from radfusion.evaluate import dice_score
 from radfusion.predict import (
     LESION_COLUMNS,
     OUTPUT_FILES,
@@ -85,7 +86,8 @@ PREPROCESSING = {
 
 
 def write_fold_models(
-    root, model_name="resnext_unet", input_name="mri_radiomics", folds=(1, 2), image_size=32, preprocessing=None
+    root, model_name="resnext_unet", input_name="mri_radiomics", folds=(1, 2), image_size=32, preprocessing=None,
+    crop="none",
 ):
     """Freshly built (untrained) networks saved as fold models: for file-format and geometry checks."""
     paths = []
@@ -94,7 +96,7 @@ def write_fold_models(
         model = build_model(model_name, 3 if input_name == "mri_radiomics" else 1)
         path = root / model_name / input_name / f"fold{fold}" / "model.pt"
         save_model(
-            model, path, model_name=model_name, input_name=input_name, image_size=image_size,
+            model, path, model_name=model_name, input_name=input_name, image_size=image_size, crop=crop,
             preprocessing=preprocessing or PREPROCESSING,
         )
         paths.append(path)
@@ -220,6 +222,22 @@ def test_only_brain_slices_are_predicted_and_background_is_never_lesion():
     assert (normalized[flair == 0] == 0).all()
 
 
+def test_models_trained_on_the_brain_box_predict_in_it_and_put_the_mask_back():
+    flair, blobs = blob_volume(shape=(48, 40, 6))
+    flair[30:, :, :] = 0  # brain in rows 3-29: the box leaves out the lower rows
+    flair[:, 32:, :] = 0
+    blobs[30:, :, :] = 0
+    brain = flair != 0
+    settings = {"channels": [0], "image_size": 32, "crop": "brain", "preprocessing": PREPROCESSING}
+    models = [BrightSpots()]
+    mask, _ = segment_with_fold_models(flair, models, settings, brain=brain, voxel_sizes=None)
+    whole, _ = segment_with_fold_models(flair, models, {**settings, "crop": "none"}, brain=brain, voxel_sizes=None)
+    assert dice_score(mask, blobs) > dice_score(whole, blobs)  # 27x30 brain box to 32 px, not 48x40
+    assert dice_score(mask, blobs) > 0.9
+    with pytest.raises(ValueError, match="crop"):
+        predict_lesion_mask(flair, models, channels=(0,), image_size=32, crop="head")
+
+
 def test_surface_rim_is_a_physical_distance_on_anisotropic_voxels():
     brain = np.zeros((24, 24, 8), bool)
     brain[2:22, 2:22, 1:7] = True
@@ -333,6 +351,10 @@ def test_models_of_different_runs_are_refused(tmp_path, write_nifti):
     other = {**PREPROCESSING, "cr": {"s": 3, "num": 15, "m": 5}}
     paths = write_fold_models(tmp_path / "c", folds=(1,)) + write_fold_models(tmp_path / "d", folds=(2,), preprocessing=other)
     with pytest.raises(InputError, match="fold models differ in preprocessing.*'s': 3"):
+        predict_patient(source, tmp_path / "out", model_paths=paths)
+    # one trained on whole slices, one on the brain box
+    paths = write_fold_models(tmp_path / "e", folds=(1,)) + write_fold_models(tmp_path / "f", folds=(2,), crop="brain")
+    with pytest.raises(InputError, match="fold models differ in crop"):
         predict_patient(source, tmp_path / "out", model_paths=paths)
     # a model file that does not record its preprocessing
     bare = tmp_path / "bare.pt"

@@ -39,6 +39,9 @@ def test_from_config_refuses_unknown_keys_and_missing_schedule_options():
         TrainingProtocol.from_config({**RESNEXT, "hflip": 1.5})
     with pytest.raises(ValueError, match="epochs"):
         TrainingProtocol.from_config({**RESNEXT, "epochs": 0})
+    with pytest.raises(ValueError, match="crop must be 'none' or 'brain'"):
+        TrainingProtocol.from_config({**RESNEXT, "crop": "head"})
+    assert TrainingProtocol.from_config(RESNEXT).crop == "none"
 
 
 def test_protocols_of_the_shipped_configs_build_and_carry_the_schema_values():
@@ -52,6 +55,7 @@ def test_protocols_of_the_shipped_configs_build_and_carry_the_schema_values():
         assert quick_protocol.loss == protocol.loss and quick_protocol.optimizer == protocol.optimizer
         assert quick_protocol.image_size < protocol.image_size
     resnext = TrainingProtocol.from_config(full["training"]["resnext_unet"])
+    assert resnext.crop == "none"  # the paper resizes whole slices
     assert resnext.weight_decay == 1e-5 and resnext.encoder_weights == "imagenet"
     assert TrainingProtocol.from_config(full["training"]["attention_unet"]).gamma == 0.995
 

@@ -12,6 +12,8 @@ from conftest import PROJECT
 from radfusion.io import InputError
 from radfusion.protocol import INPUT_CHANNELS
 from radfusion.slices import (
+    brain_box,
+    crop_to_box,
     export_slices,
     load_slices,
     minmax_scale,
@@ -180,6 +182,46 @@ def test_load_slices_resizes_once_and_selects_channels(subject, tmp_path):
     assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
     images3, _, _ = load_slices(paths, channels=INPUT_CHANNELS["mri_radiomics"], image_size=32)
     torch.testing.assert_close(images3[:, :1], images)
+
+
+def test_brain_box_holds_every_brain_voxel_of_every_slice_plus_margin():
+    brain = np.zeros(SHAPE, bool)
+    brain[5:9, 6:10, 3] = True
+    brain[7:12, 4:7, 10] = True  # another slice widens the box
+    assert brain_box(brain, margin=0).tolist() == [5, 12, 4, 10]
+    assert brain_box(brain).tolist() == [3, 14, 2, 12]  # 2 pixels each side
+    assert brain_box(brain, margin=30).tolist() == [0, SHAPE[0], 0, SHAPE[1]]  # clipped to the slice
+    assert brain_box(np.zeros(SHAPE, bool)).tolist() == [0, SHAPE[0], 0, SHAPE[1]]
+    x0, x1, y0, y1 = brain_box(brain)
+    assert crop_to_box(brain, brain_box(brain)).sum() == brain.sum() == brain[x0:x1, y0:y1].sum()
+
+
+def test_export_stores_the_box_and_old_files_read_as_whole_slices(subject, tmp_path):
+    arrays = export_slices(*subject)
+    assert arrays["box"].tolist() == [0, 20, 0, 24]  # brain 2:-2 plus 2 pixels: the whole slice
+    old = {key: value for key, value in arrays.items() if key != "box"}
+    save_slices(old, tmp_path / "old.npz")
+    assert read_slices(tmp_path / "old.npz")["box"].tolist() == [0, 20, 0, 24]
+    save_slices({**arrays, "box": np.array([0, 21, 0, 24])}, tmp_path / "bad.npz")
+    with pytest.raises(InputError, match="brain box"):
+        read_slices(tmp_path / "bad.npz", subject="demo01")
+
+
+def test_load_slices_crops_to_the_brain_box_before_resizing(subject, tmp_path):
+    flair, cr, re, mask, _ = subject
+    brain = np.zeros(SHAPE, bool)
+    brain[0:14, 4:20, 1:-1] = True
+    arrays = export_slices(np.where(brain, flair, 0), cr, re, mask * brain, brain)
+    assert arrays["box"].tolist() == [0, 16, 2, 22] and arrays["slice_index"].size > 0
+    save_slices(arrays, tmp_path / "s.npz")
+    images, masks, _ = load_slices([tmp_path / "s.npz"], image_size=32, crop="brain")
+    box = torch.from_numpy(crop_to_box(arrays["images"], arrays["box"]).copy())
+    torch.testing.assert_close(images, resize_images(box, 32))
+    whole, _, _ = load_slices([tmp_path / "s.npz"], image_size=32)
+    assert not torch.equal(images, whole)
+    assert masks.sum() > 0
+    with pytest.raises(ValueError, match="crop"):
+        load_slices([tmp_path / "s.npz"], image_size=32, crop="head")
 
 
 def test_resize_bilinear_keeps_constants_and_nearest_doubles_pixels():

@@ -256,6 +256,19 @@ def test_checkpoint_of_other_settings_is_ignored(tmp_path):
     assert torch.load(checkpoint, weights_only=False)["settings"] == {"toy": 1}
 
 
+def test_model_file_records_the_crop_and_older_files_read_as_whole_slices(tmp_path):
+    from radfusion.models import build_model
+    from radfusion.train import save_model
+
+    save_model(build_model("resnext_unet", 1), tmp_path / "m.pt", model_name="resnext_unet", input_name="mri",
+               image_size=32, crop="brain")
+    assert load_trained_model(tmp_path / "m.pt")[1]["crop"] == "brain"
+    payload = torch.load(tmp_path / "m.pt", weights_only=False)
+    del payload["crop"]
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_trained_model(tmp_path / "old.pt")[1]["crop"] == "none"
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 9, 10, 31, 33])
 def test_batches_cover_every_sample_once_and_count_matches(n):
     batches = epoch_batches(n, 4, torch.Generator().manual_seed(0))

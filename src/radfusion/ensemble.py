@@ -21,7 +21,7 @@ from radfusion.io import InputError
 from radfusion.protocol import INPUT_NAMES, MODEL_NAMES
 
 # What the fold models of one run must share, read from their files (radfusion.train.save_model).
-PREDICTION_SETTINGS = ("model_name", "input_name", "channels", "image_size", "preprocessing")
+PREDICTION_SETTINGS = ("model_name", "input_name", "channels", "image_size", "crop", "preprocessing")
 
 
 def cross_validated_dice(eval_dir: str | os.PathLike) -> pd.DataFrame:

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from radfusion.slices import read_slices, resize_images, resize_masks
+from radfusion.slices import crop_to_box, read_slices, resize_images, resize_masks
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +549,7 @@ def predict_slice_masks(
     threshold: float = 0.5,
     channels: Sequence[int] | None = None,
     precision: str | None = None,
+    box: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Predict binary lesion masks for slices, at the slices' original size.
 
@@ -572,6 +573,10 @@ def predict_slice_masks(
         The models' input channels among ``images``' channels; default: all of them.
     precision : str, optional
         Of :func:`predict_probabilities`; ``None``: the machine's policy.
+    box : sequence of 4 int, optional
+        For models trained with ``crop: brain``: the brain's box ``(x0, x1, y0, y1)``
+        (:func:`radfusion.slices.brain_box`); only the box is resized and predicted, the masks
+        are put back in place and are 0 outside it.
 
     Returns
     -------
@@ -598,13 +603,19 @@ def predict_slice_masks(
         return np.zeros((0, height, width), dtype=np.uint8)
     if channels is not None:
         images = images[:, list(channels)]
+    if box is not None:
+        images = crop_to_box(images, box)
     x = resize_images(torch.from_numpy(np.ascontiguousarray(images)), image_size)
     total = None
     for model in models:
         probabilities = predict_probabilities(model, x, precision=precision)
         total = probabilities if total is None else total + probabilities
     binary = (total / len(models) > threshold).float()
-    return resize_masks(binary, (height, width))[:, 0].numpy().astype(np.uint8)
+    if box is None:
+        return resize_masks(binary, (height, width))[:, 0].numpy().astype(np.uint8)
+    masks = np.zeros((images.shape[0], height, width), dtype=np.uint8)
+    crop_to_box(masks, box)[...] = resize_masks(binary, tuple(images.shape[-2:]))[:, 0].numpy()
+    return masks
 
 
 def prediction_volume(shape: Sequence[int], slice_index: Sequence[int], masks: np.ndarray) -> np.ndarray:
@@ -669,7 +680,8 @@ def evaluate_cross_validation(
         for subject in sorted(s for s, f in folds.items() if f == fold):
             arrays = read_slices(slice_paths[subject], subject=subject)
             predicted = predict_slice_masks(
-                model, arrays["images"], channels=info["channels"], image_size=info["image_size"], threshold=threshold
+                model, arrays["images"], channels=info["channels"], image_size=info["image_size"], threshold=threshold,
+                box=arrays["box"] if info["crop"] == "brain" else None,
             )
             row, rows = score_subject(
                 predicted, arrays["masks"], subject=subject, fold=fold, slice_index=arrays["slice_index"],

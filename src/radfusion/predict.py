@@ -159,6 +159,7 @@ def predict_lesion_mask(
     *,
     channels: Sequence[int] = (0,),
     image_size: int = 256,
+    crop: str = "none",
     threshold: float = 0.5,
     lower_percentile: float = 0.5,
     upper_percentile: float = 99.5,
@@ -183,6 +184,9 @@ def predict_lesion_mask(
         ``mri_radiomics``.
     image_size : int
         The models' input size.
+    crop : {"none", "brain"}
+        As the models were trained: "brain" resizes only the brain mask's in-plane bounding box
+        (:func:`radfusion.slices.brain_box`).
     threshold : float
         On the fold-averaged probability (config ``evaluation.threshold``).
     lower_percentile, upper_percentile : float
@@ -228,7 +232,10 @@ def predict_lesion_mask(
     from radfusion.evaluate import predict_slice_masks
     from radfusion.normalize import brain_mask, normalize_intensity, quantize_8bit
     from radfusion.radiomics import radiomics_volume
+    from radfusion.slices import CROPS, brain_box
 
+    if crop not in CROPS:
+        raise ValueError(f"expected crop in {CROPS}, got {crop!r}")
     flair = np.asarray(flair)
     channels = [int(c) for c in channels]
     if not channels or not set(channels) <= {0, 1, 2}:
@@ -250,7 +257,8 @@ def predict_lesion_mask(
         images = slice_stack([volumes[c] for c in channels], index)
         started = time.perf_counter()
         slice_masks = predict_slice_masks(
-            models, images, image_size=image_size, threshold=threshold, precision=precision
+            models, images, image_size=image_size, threshold=threshold, precision=precision,
+            box=brain_box(brain) if crop == "brain" else None,
         )
         seconds = time.perf_counter() - started
         log.info("%d brain slices predicted by %d fold models in %.1f s", index.size, len(models), seconds)
@@ -445,7 +453,7 @@ def segment_with_fold_models(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_lesion_mask` with the settings the fold models record.
 
-    ``settings`` is what :func:`load_fold_models` returns (channels, image size and the
+    ``settings`` is what :func:`load_fold_models` returns (channels, image size, crop and the
     preprocessing); ``threshold`` overrides the recorded one; ``brain`` is the brain mask
     (``None``: the FLAIR's nonzero voxels); ``voxel_sizes`` (mm, canonical axes; required, so
     that no caller forgets it) gives the surface margin (``SURFACE_MARGIN_MM``,
@@ -461,6 +469,7 @@ def segment_with_fold_models(
         models,
         channels=settings["channels"],
         image_size=settings["image_size"],
+        crop=settings.get("crop", "none"),
         threads=threads,
         brain=brain,
         voxel_sizes=voxel_sizes,

@@ -50,6 +50,9 @@ class TrainingProtocol:
     ----------
     image_size : int
         Slices are resized to ``image_size`` x ``image_size``.
+    crop : {"none", "brain"}
+        What is resized: the whole slice (the paper), or its subject's brain bounding box
+        (:func:`radfusion.slices.brain_box`; predictions are put back in place).
     epochs, batch_size : int
     loss : {"dice_bce", "dice"}
         See :func:`radfusion.losses.build_loss`.
@@ -83,6 +86,7 @@ class TrainingProtocol:
     min_lr: float | None = None
     gamma: float | None = None
     encoder_weights: str | None = None
+    crop: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "epochs", "batch_size"):
@@ -95,6 +99,8 @@ class TrainingProtocol:
         missing = [name for name in SCHEDULE_OPTIONS[self.scheduler] if getattr(self, name) is None]
         if missing:
             raise ValueError(f"training protocol: scheduler {self.scheduler!r} needs {missing}")
+        if self.crop not in ("none", "brain"):
+            raise ValueError(f"training protocol: crop must be 'none' or 'brain'; got {self.crop!r}")
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"training protocol: hflip must be in [0, 1]; got {self.hflip}")
 

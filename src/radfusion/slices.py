@@ -17,6 +17,8 @@ import numpy as np
 from radfusion.io import InputError, atomic_output
 
 CHANNELS = ("flair", "cr", "re")
+BOX_MARGIN = 2  # pixels kept around the brain's in-plane bounding box (brain_box)
+CROPS = ("none", "brain")  # what a network sees of a slice: all of it, or its brain's box
 
 
 def subject_seed(seed: int, subject: str) -> int:
@@ -116,6 +118,35 @@ def minmax_scale(image: np.ndarray) -> np.ndarray:
     return ((image - lo) / (hi - lo)).astype(np.float32)
 
 
+def brain_box(brain: np.ndarray, margin: int = BOX_MARGIN) -> np.ndarray:
+    """In-plane bounding box ``(x0, x1, y0, y1)`` of a brain mask over all its axial slices.
+
+    The box holds every brain voxel of every slice plus ``margin`` pixels (clipped to the
+    volume), so one box serves all of a subject's slices; without brain voxels it is the whole
+    slice. Half-open: ``slice[x0:x1, y0:y1]``.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    if brain.ndim != 3:
+        raise ValueError(f"expected a 3D brain mask, got shape {brain.shape}")
+    shape = brain.shape[:2]
+    rows, cols = np.flatnonzero(brain.any(axis=(1, 2))), np.flatnonzero(brain.any(axis=(0, 2)))
+    if rows.size == 0:
+        return np.array([0, shape[0], 0, shape[1]], dtype=np.int64)
+    return np.array(
+        [
+            max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, shape[0]),
+            max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, shape[1]),
+        ],
+        dtype=np.int64,
+    )
+
+
+def crop_to_box(images, box):
+    """The ``box`` (:func:`brain_box`) of the last two axes of an array or tensor (a view)."""
+    x0, x1, y0, y1 = (int(v) for v in box)
+    return images[..., x0:x1, y0:y1]
+
+
 def export_slices(
     flair: np.ndarray,
     cr: np.ndarray,
@@ -149,7 +180,8 @@ def export_slices(
     arrays : dict
         ``images`` (n, 3, X, Y) float32, channels FLAIR, CR, RE each min-max scaled per slice
         (:func:`minmax_scale`); ``masks`` (n, X, Y) uint8; ``slice_index`` (n,) int64 axial
-        indices; ``shape`` (3,) int64 the volume's shape.
+        indices; ``shape`` (3,) int64 the volume's shape; ``box`` (4,) int64 the brain's
+        in-plane bounding box (:func:`brain_box`), for networks trained with ``crop: brain``.
 
     Notes
     -----
@@ -189,6 +221,7 @@ def export_slices(
         "masks": masks,
         "slice_index": index.astype(np.int64),
         "shape": np.asarray(shape, dtype=np.int64),
+        "box": brain_box(brain),
     }
 
 
@@ -209,13 +242,14 @@ def read_slices(path: str | os.PathLike, *, subject: str | None = None) -> dict[
     -------
     arrays : dict
         ``images`` (n, 3, H0, W0) float32, ``masks`` (n, H0, W0) uint8, ``slice_index`` (n,),
-        ``shape`` (3,).
+        ``shape`` (3,), ``box`` (4,) (the whole slice in files exported before boxes were stored).
     """
     path = Path(path)
     where = f"subject '{subject}', file '{path}'" if subject else f"file '{path}'"
     try:
         with np.load(path) as data:
             arrays = {key: data[key] for key in ("images", "masks", "slice_index", "shape")}
+            arrays["box"] = data["box"] if "box" in data else None
     except (OSError, KeyError, ValueError, zlib.error) as err:
         raise InputError(f"{where}: cannot be read as exported slices ({err})") from err
     n, channels = arrays["images"].shape[:2]
@@ -224,6 +258,12 @@ def read_slices(path: str | os.PathLike, *, subject: str | None = None) -> dict[
             f"{where}: expected images (n, 3, H, W) and masks (n, H, W), "
             f"got {arrays['images'].shape} and {arrays['masks'].shape}"
         )
+    height, width = arrays["images"].shape[2:]
+    if arrays["box"] is None:
+        arrays["box"] = np.array([0, height, 0, width], dtype=np.int64)
+    x0, x1, y0, y1 = (int(v) for v in arrays["box"])
+    if not (0 <= x0 < x1 <= height and 0 <= y0 < y1 <= width):
+        raise InputError(f"{where}: brain box {arrays['box'].tolist()} outside the {height}x{width} slices")
     return arrays
 
 
@@ -266,6 +306,7 @@ def load_slices(
     channels: Sequence[int] = (0, 1, 2),
     image_size: int = 256,
     subjects: Sequence[str] | None = None,
+    crop: str = "none",
 ):
     """Load several subjects' exported slices into two in-memory tensors at the model's size.
 
@@ -279,6 +320,9 @@ def load_slices(
         Side of the square the slices are resized to.
     subjects : sequence of str, optional
         Subject IDs for error messages and the returned ``subject_of`` list.
+    crop : {"none", "brain"}
+        "brain": each subject's slices are cut to its brain box (:func:`brain_box`) before the
+        resize, so the network's pixels go to the brain, not the background around it.
 
     Returns
     -------
@@ -296,6 +340,8 @@ def load_slices(
     """
     import torch
 
+    if crop not in CROPS:
+        raise ValueError(f"expected crop in {CROPS}, got {crop!r}")
     subjects = list(subjects) if subjects is not None else [None] * len(paths)
     channels = list(channels)
     image_parts, mask_parts, subject_of = [], [], []
@@ -303,8 +349,11 @@ def load_slices(
         arrays = read_slices(path, subject=subject)
         if arrays["images"].shape[0] == 0:
             continue
-        images = torch.from_numpy(np.ascontiguousarray(arrays["images"][:, channels]))
-        masks = torch.from_numpy(arrays["masks"].astype(np.float32))[:, None]
+        images, masks = arrays["images"][:, channels], arrays["masks"]
+        if crop == "brain":
+            images, masks = crop_to_box(images, arrays["box"]), crop_to_box(masks, arrays["box"])
+        images = torch.from_numpy(np.ascontiguousarray(images))
+        masks = torch.from_numpy(masks.astype(np.float32))[:, None]
         image_parts.append(resize_images(images, image_size))
         mask_parts.append(resize_masks(masks, image_size))
         subject_of.extend([position] * images.shape[0])

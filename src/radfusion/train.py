@@ -571,7 +571,8 @@ def fit_one_fold(
         folds, fold, validation=validation, holdout_fraction=holdout_fraction, seed=seed
     )
     (train_images, train_masks), (val_images, val_masks) = load_fold_slices(
-        slice_paths, (train_subjects, val_subjects), input_name=input_name, image_size=protocol.image_size
+        slice_paths, (train_subjects, val_subjects), input_name=input_name, image_size=protocol.image_size,
+        crop=protocol.crop,
     )
     log.info(
         "%s/%s fold %d on %s: %d training slices (%d subjects), %d validation slices (%d subjects, %s)",
@@ -617,6 +618,7 @@ def fit_one_fold(
         model_name=model_name,
         input_name=input_name,
         image_size=protocol.image_size,
+        crop=protocol.crop,
         preprocessing=preprocessing,
         metadata={
             "fold": fold,
@@ -638,10 +640,12 @@ def load_fold_slices(
     *,
     input_name: str,
     image_size: int,
+    crop: str = "none",
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The (images, masks) of each group of subjects (e.g. training and validation), resized.
 
-    See :func:`radfusion.slices.load_slices`; a subject without a slice file is an error.
+    See :func:`radfusion.slices.load_slices` (``crop`` too); a subject without a slice file is
+    an error.
     """
     missing = sorted({s for group in groups for s in group} - set(slice_paths))
     if missing:
@@ -653,6 +657,7 @@ def load_fold_slices(
             channels=INPUT_CHANNELS[input_name],
             image_size=image_size,
             subjects=list(subjects),
+            crop=crop,
         )
         loaded.append((images, masks))
     return loaded
@@ -697,6 +702,7 @@ def save_model(
     model_name: str,
     input_name: str,
     image_size: int,
+    crop: str = "none",
     preprocessing: Mapping | None = None,
     metadata: Mapping | None = None,
 ) -> None:
@@ -704,6 +710,8 @@ def save_model(
 
     Parameters
     ----------
+    crop : {"none", "brain"}
+        Of the training protocol: prediction cuts slices to the brain's box as training did.
     preprocessing : mapping, optional
         How the training slices were made, which prediction must repeat: ``lower_percentile``,
         ``upper_percentile`` (normalization), ``cr`` and ``re`` (feature-map parameters) and
@@ -713,7 +721,7 @@ def save_model(
     -----
     The file is a ``torch.save`` dict: ``format`` ("radfusion-model-2"), ``version`` (of
     radfusion), ``model_name``, ``input_name``, ``in_channels``, ``channels`` (indices into
-    the exported FLAIR, CR, RE), ``image_size``, ``preprocessing``, ``state_dict`` (on the
+    the exported FLAIR, CR, RE), ``image_size``, ``crop``, ``preprocessing``, ``state_dict`` (on the
     CPU) and ``metadata``. Read it with :func:`load_trained_model`.
     """
     from radfusion import __version__
@@ -727,6 +735,7 @@ def save_model(
         "in_channels": len(channels),
         "channels": list(channels),
         "image_size": int(image_size),
+        "crop": str(crop),
         "preprocessing": None if preprocessing is None else _plain(preprocessing),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": dict(metadata or {}),
@@ -753,7 +762,8 @@ def load_trained_model(path: str | os.PathLike, *, device: str | torch.device | 
         On ``device`` (``None``: CUDA when present), evaluation mode.
     info : dict
         The saved fields except the weights: ``version``, ``model_name``, ``input_name``,
-        ``in_channels``, ``channels``, ``image_size``, ``preprocessing``, ``metadata``.
+        ``in_channels``, ``channels``, ``image_size``, ``crop`` ("none" in files saved before
+        it was recorded), ``preprocessing``, ``metadata``.
     """
     from radfusion.models import build_model
 
@@ -770,4 +780,5 @@ def load_trained_model(path: str | os.PathLike, *, device: str | torch.device | 
     model.load_state_dict(payload["state_dict"])
     model.to(resolve_device(device)).eval()
     info = {k: v for k, v in payload.items() if k not in ("state_dict", "format")}
+    info.setdefault("crop", "none")
     return model, info
