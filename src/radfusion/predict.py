@@ -232,7 +232,8 @@ def predict_lesion_mask(
     from radfusion.evaluate import predict_slice_masks
     from radfusion.normalize import brain_mask, normalize_intensity, quantize_8bit
     from radfusion.radiomics import radiomics_volume
-    from radfusion.slices import CROPS, brain_box
+    from radfusion.protocol import CROPS
+    from radfusion.slices import brain_box
 
     if crop not in CROPS:
         raise ValueError(f"expected crop in {CROPS}, got {crop!r}")

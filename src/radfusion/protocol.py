@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+CROPS = ("none", "brain")  # what a network sees of a slice: all of it, or its brain's box
 MODEL_NAMES = ("resnext_unet", "attention_unet")
 MODEL_LABELS = {"resnext_unet": "ResNeXt-UNet", "attention_unet": "Attention U-Net"}
 INPUT_NAMES = ("mri", "mri_radiomics")
@@ -99,7 +100,7 @@ class TrainingProtocol:
         missing = [name for name in SCHEDULE_OPTIONS[self.scheduler] if getattr(self, name) is None]
         if missing:
             raise ValueError(f"training protocol: scheduler {self.scheduler!r} needs {missing}")
-        if self.crop not in ("none", "brain"):
+        if self.crop not in CROPS:
             raise ValueError(f"training protocol: crop must be 'none' or 'brain'; got {self.crop!r}")
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"training protocol: hflip must be in [0, 1]; got {self.hflip}")

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from radfusion.io import InputError, atomic_output
+from radfusion.protocol import CROPS
 
 CHANNELS = ("flair", "cr", "re")
 BOX_MARGIN = 2  # pixels kept around the brain's in-plane bounding box (brain_box)
-CROPS = ("none", "brain")  # what a network sees of a slice: all of it, or its brain's box
 
 
 def subject_seed(seed: int, subject: str) -> int:
