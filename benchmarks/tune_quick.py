@@ -32,7 +32,7 @@ from bench_training import read_config  # this folder is on sys.path when run as
 from radfusion.protocol import INPUT_NAMES, MODEL_NAMES, TrainingProtocol
 from radfusion.evaluate import best_flair_threshold, dice_score, predict_slice_masks
 from radfusion.protocol import INPUT_CHANNELS
-from radfusion.slices import read_slices
+from radfusion.slices import network_box, read_slices
 from radfusion.train import fit_one_fold, load_trained_model, split_subjects
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def held_out_scores(model_path: Path, slice_paths: dict, trained: list[str], hel
     network, baseline = [], []
     for subject in held:
         images, truth = arrays[subject]["images"], arrays[subject]["masks"]
-        box = arrays[subject]["box"] if info["crop"] == "brain" else None
+        box = network_box(info["crop"], arrays[subject]["box"])
         predicted = predict_slice_masks(model, images, image_size=info["image_size"], channels=channels, box=box)
         network.append(dice_score(predicted, truth))
         baseline.append(dice_score(images[:, 0] >= threshold, truth))

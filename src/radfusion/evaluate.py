@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from radfusion.slices import crop_to_box, read_slices, resize_images, resize_masks
+from radfusion.slices import crop_to_box, network_box, read_slices, resize_images, resize_masks
 
 log = logging.getLogger(__name__)
 
@@ -681,7 +681,7 @@ def evaluate_cross_validation(
             arrays = read_slices(slice_paths[subject], subject=subject)
             predicted = predict_slice_masks(
                 model, arrays["images"], channels=info["channels"], image_size=info["image_size"], threshold=threshold,
-                box=arrays["box"] if info["crop"] == "brain" else None,
+                box=network_box(info["crop"], arrays["box"]),
             )
             row, rows = score_subject(
                 predicted, arrays["masks"], subject=subject, fold=fold, slice_index=arrays["slice_index"],

@@ -232,16 +232,14 @@ def predict_lesion_mask(
     from radfusion.evaluate import predict_slice_masks
     from radfusion.normalize import brain_mask, normalize_intensity, quantize_8bit
     from radfusion.radiomics import radiomics_volume
-    from radfusion.protocol import CROPS
-    from radfusion.slices import brain_box
+    from radfusion.slices import brain_box, network_box
 
-    if crop not in CROPS:
-        raise ValueError(f"expected crop in {CROPS}, got {crop!r}")
     flair = np.asarray(flair)
     channels = [int(c) for c in channels]
     if not channels or not set(channels) <= {0, 1, 2}:
         raise ValueError(f"expected channels among 0 (FLAIR), 1 (CR), 2 (RE), got {channels}")
     brain = brain_mask(flair) if brain is None else np.asarray(brain, dtype=bool)
+    box = network_box(crop, brain_box(brain))
     normalized = normalize_intensity(
         flair, lower_percentile=lower_percentile, upper_percentile=upper_percentile, brain=brain
     )
@@ -259,7 +257,7 @@ def predict_lesion_mask(
         started = time.perf_counter()
         slice_masks = predict_slice_masks(
             models, images, image_size=image_size, threshold=threshold, precision=precision,
-            box=brain_box(brain) if crop == "brain" else None,
+            box=box,
         )
         seconds = time.perf_counter() - started
         log.info("%d brain slices predicted by %d fold models in %.1f s", index.size, len(models), seconds)

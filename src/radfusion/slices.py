@@ -147,6 +147,14 @@ def crop_to_box(images, box):
     return images[..., x0:x1, y0:y1]
 
 
+def network_box(crop: str, box):
+    """The part of a slice a network trained with ``crop`` sees: ``box`` for "brain", ``None``
+    (the whole slice) for "none" (:data:`radfusion.protocol.CROPS`)."""
+    if crop not in CROPS:
+        raise ValueError(f"expected crop in {CROPS}, got {crop!r}")
+    return box if crop == "brain" else None
+
+
 def export_slices(
     flair: np.ndarray,
     cr: np.ndarray,
@@ -340,8 +348,7 @@ def load_slices(
     """
     import torch
 
-    if crop not in CROPS:
-        raise ValueError(f"expected crop in {CROPS}, got {crop!r}")
+    network_box(crop, None)  # an unknown crop is an error before any file is read
     subjects = list(subjects) if subjects is not None else [None] * len(paths)
     channels = list(channels)
     image_parts, mask_parts, subject_of = [], [], []
@@ -350,8 +357,9 @@ def load_slices(
         if arrays["images"].shape[0] == 0:
             continue
         images, masks = arrays["images"][:, channels], arrays["masks"]
-        if crop == "brain":
-            images, masks = crop_to_box(images, arrays["box"]), crop_to_box(masks, arrays["box"])
+        box = network_box(crop, arrays["box"])
+        if box is not None:
+            images, masks = crop_to_box(images, box), crop_to_box(masks, box)
         images = torch.from_numpy(np.ascontiguousarray(images))
         masks = torch.from_numpy(masks.astype(np.float32))[:, None]
         image_parts.append(resize_images(images, image_size))
