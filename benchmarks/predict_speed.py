@@ -11,11 +11,15 @@ Two measurements, side by side in one run on one machine:
    channels-last, ``torch.inference_mode``) and ``--precision int8`` (where the CPU has VNNI) run
    on the same ``--slices`` brain slices, interleaved; the per-slice time is projected to the
    patient's brain slices x ``--folds`` models, plus int8's quantization of each fold model
-   (:func:`radfusion.quantize.quantize_int8`, calibration included), timed separately.
+   (:func:`radfusion.quantize.quantize_int8`, calibration on the scan included), timed separately;
+   and the quantization from ranges observed beforehand (:func:`radfusion.quantize.activation_ranges`,
+   as training could store them), which needs no calibration pass.
 2. **Agreement** (with trained models, e.g. the quick demo's): the lesion mask of
    :func:`radfusion.predict.predict_lesion_mask` on the whole patient in float32 against the
    policy's precision and int8, and with fewer fold models (the first 1, 2, 3) against all of
-   them: voxel Dice and lesion volume. ``--trained`` may name several runs.
+   them: voxel Dice and lesion volume. ``--trained`` may name several runs. int8 twice: calibrated
+   on the scan (what predict does) and from ranges observed on 8 of each fold's training slices
+   (``--slices-dir``, default the run's ``results/slices``).
 
 Run from the repository root::
 
@@ -28,6 +32,7 @@ Times exclude skull stripping, radiomics and file writing (seconds; ``radfusion 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import platform
 import subprocess
@@ -49,8 +54,10 @@ from radfusion.models import build_model  # noqa: E402
 from radfusion.normalize import normalize_intensity  # noqa: E402
 from radfusion.ensemble import load_fold_models  # noqa: E402
 from radfusion.predict import brain_slice_indices, predict_lesion_mask, slice_stack  # noqa: E402
-from radfusion.quantize import calibration_slices, int8_supported, quantize_int8  # noqa: E402
+from radfusion import quantize  # noqa: E402
+from radfusion.quantize import activation_ranges, calibration_slices, int8_supported, quantize_int8  # noqa: E402
 from radfusion.slices import resize_images  # noqa: E402
+from radfusion.train import load_fold_slices, load_trained_model  # noqa: E402
 
 
 def legacy_probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -104,6 +111,11 @@ def time_ensemble(name: str, size: int, images: torch.Tensor, all_slices: torch.
         started = time.perf_counter()
         quantized = [quantize_int8(model, calibration) for model in models]
         best["quantize"] = (time.perf_counter() - started) / folds
+        ranges = [activation_ranges(model, statistics) for model in models]
+        started = time.perf_counter()
+        for model, observed in zip(models, ranges):
+            quantize_int8(model, ranges=observed)
+        best["quantize_ranges"] = (time.perf_counter() - started) / folds
         paths["int8"] = (quantized, int8_probabilities)
     best.update({path: float("inf") for path in paths})
     for _ in range(repeats + 1):  # the first round warms up
@@ -115,6 +127,28 @@ def time_ensemble(name: str, size: int, images: torch.Tensor, all_slices: torch.
     return best
 
 
+@contextlib.contextmanager
+def training_slice_ranges(models: list, paths: list[Path], slices_dir: Path):
+    """Within the block, ``--precision int8`` quantizes each of ``models`` from ranges observed on 8
+    of its fold's training slices (the ``train_subjects`` of its ``model.pt``) instead of
+    calibrating on the scan; the seconds reported include observing them."""
+    ranges = {}
+    for model, path in zip(models, paths):
+        _, info = load_trained_model(path)
+        subjects = info["metadata"]["train_subjects"]
+        [(images, _)] = load_fold_slices(
+            {s: slices_dir / f"{s}.npz" for s in subjects}, [subjects], input_name=info["input_name"],
+            image_size=info["image_size"], crop=info["crop"],
+        )
+        ranges[id(model)] = activation_ranges(model, calibration_slices(images))
+    calibrated = quantize.quantize_int8
+    quantize.quantize_int8 = lambda model, calibration=None, **_: calibrated(model, ranges=ranges[id(model)])
+    try:
+        yield
+    finally:
+        quantize.quantize_int8 = calibrated
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flair", type=Path, default=PROJECT.parent / "shared/data/open_ms_data/patient26/FLAIR.nii.gz")
@@ -124,6 +158,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["resnext_unet", "attention_unet"])
     parser.add_argument("--trained", type=Path, nargs="+", help="run folders of trained fold models, for the agreement")
+    parser.add_argument("--slices-dir", type=Path, help="the trained runs' exported slices (default: <results>/slices)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -145,8 +180,9 @@ def main() -> None:
         f"{args.slices} timed, {args.folds} fold models, best of {args.repeats}",
         "",
         "| network | size | before (s/slice) | today (s/slice) | int8 (s/slice) | int8 quantization (s/fold) "
-        "| speed-up today, int8 | before per patient | today per patient | int8 per patient |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| speed-up today, int8 | before per patient | today per patient | int8 per patient "
+        "| int8 from stored ranges: quantization (s/fold), per patient, speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     all_slices = torch.from_numpy(slice_stack([normalized] * 3, index))
     for name in args.models:
@@ -155,10 +191,13 @@ def main() -> None:
         minutes = {path: best[path] * index.size / 60 for path in ("legacy", "today")}
         if "int8" in best:
             int8_total = best["int8"] * index.size + best["quantize"] * args.folds
+            stored_total = best["int8"] * index.size + best["quantize_ranges"] * args.folds
             int8 = (f"{best['int8']:.2f} | {best['quantize']:.1f} | {best['legacy'] / best['today']:.2f}x, "
-                    f"{best['legacy'] * index.size / int8_total:.2f}x", f"{int8_total / 60:.1f} min")
+                    f"{best['legacy'] * index.size / int8_total:.2f}x",
+                    f"{int8_total / 60:.1f} min | {best['quantize_ranges']:.1f}, {stored_total / 60:.1f} min, "
+                    f"{best['legacy'] * index.size / stored_total:.2f}x")
         else:
-            int8 = (f"- | - | {best['legacy'] / best['today']:.2f}x, -", "-")
+            int8 = (f"- | - | {best['legacy'] / best['today']:.2f}x, -", "- | -")
         lines.append(
             f"| {name} | {size} | {best['legacy']:.2f} | {best['today']:.2f} | {int8[0]} "
             f"| {minutes['legacy']:.1f} min | {minutes['today']:.1f} min | {int8[1]} |"
@@ -191,9 +230,14 @@ def main() -> None:
             "|---|---|---|---|",
         ]
         rows = [(policy, len(models))] + ([("int8", len(models))] if int8_supported() else [])
+        rows += [("int8 from training-slice ranges", len(models))] if int8_supported() else []
         rows += [(policy, k) for k in (1, 2, 3)] if number == 0 else []
         for precision, k in rows:
-            mask, seconds = segment(precision, models[:k])
+            if precision == "int8 from training-slice ranges":
+                with training_slice_ranges(models, paths, args.slices_dir or run.parents[2] / "slices"):
+                    mask, seconds = segment("int8", models[:k])
+            else:
+                mask, seconds = segment(precision, models[:k])
             folds = "all folds" if k == len(models) else f"folds 1-{k}"
             lines.append(f"| {precision}, {folds} | {dice_score(mask, reference):.4f} | {mask.sum() * voxel_ml:.2f} "
                          f"| {seconds:.0f} |")

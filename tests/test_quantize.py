@@ -85,3 +85,26 @@ def test_quantization_keeps_no_network_alive():
     del quantized
     gc.collect()
     assert alive() is None
+
+
+@needs_int8
+def test_stored_ranges_give_the_calibrated_copy_without_a_calibration_pass():
+    model, x = _model_with_set_statistics("attention_unet", 32)
+    ranges = quantize.activation_ranges(model, x)
+    assert ranges["input_shape"] == [1, 3, 32, 32] and ranges["observer"] == "minmax"
+    assert all(state["min_val"] <= state["max_val"] for state in ranges["ranges"].values())
+    assert any("histogram" in state for state in ranges["ranges"].values())  # the transposed convolutions
+    # float32 calibration pass vs stored ranges: the same quantized network, bit for bit
+    torch.backends.quantized.engine = quantize.ENGINE
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantize, "cpu_precision", lambda: "float32")
+        calibrated = quantize.quantize_int8(model, x)
+    stored = quantize.quantize_int8(model, ranges=ranges)
+    with torch.inference_mode():
+        assert torch.equal(calibrated(x), stored(x))
+    with pytest.raises(ValueError, match="one of"):
+        quantize.quantize_int8(model, x, ranges=ranges)
+    other, _ = _model_with_set_statistics("resnext_unet", 32)
+    with pytest.raises(ValueError, match="do not fit"):
+        quantize.quantize_int8(other, ranges=ranges)
+

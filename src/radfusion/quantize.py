@@ -5,12 +5,17 @@ VNNI instruction ``VPDPBUSD`` does four int8 multiply-adds per 32-bit lane, wher
 one): weights per output channel, activations per tensor, with ranges observed on calibration
 slices (Jacob et al. 2018, "Quantization and training of neural networks for efficient
 integer-arithmetic-only inference"; torch.ao.quantization). Batch norm is folded into the
-preceding convolution. What it changes in the masks and what it gains are measured in
-``benchmarks/predict_speed.py`` (README, "Prediction speed").
+preceding convolution where one precedes it. The ranges are observed on 8 slices of the scan
+being segmented: ranges observed on the training slices instead (:func:`activation_ranges`,
+``ranges=``) need no calibration pass per scan, but moved the masks much further from float32's
+(``benchmarks/predict_speed.py``; docs/decisions.md, "int8 is an option, not the default"). What
+int8 changes in the masks and what it gains are measured in ``benchmarks/predict_speed.py``
+(README, "Prediction speed").
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -42,18 +47,112 @@ def calibration_slices(images: torch.Tensor, n: int | None = None) -> torch.Tens
     return images[torch.linspace(0, images.shape[0] - 1, n).round().long()]
 
 
-def quantize_int8(model: nn.Module, calibration: torch.Tensor, *, observer: str | None = None) -> nn.Module:
-    """An int8 copy of ``model`` (float32, on the CPU), its activation ranges observed on ``calibration``.
+def _prepared_copy(model: nn.Module, example: torch.Tensor, observer: str) -> nn.Module:
+    """A float32 CPU copy of ``model`` with observers after each activation to quantize (FX graph mode)."""
+    from torch.ao.quantization import MinMaxObserver, QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
+    mapping = get_default_qconfig_mapping(ENGINE)
+    if observer == "minmax":  # torch's per-operator choices (histograms for transposed convolutions) stay
+        default = mapping.global_qconfig
+        mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=default.weight))
+    elif observer != "histogram":
+        raise ValueError(f"expected observer 'histogram' or 'minmax', got {observer!r}")
+    return prepare_fx(model, mapping, example_inputs=(example,))
+
+
+@contextlib.contextmanager
+def _quiet_fx_quantization():
+    """Silence torch's notices that FX graph mode quantization moves to torchao (README, "Prediction
+    speed"), and empty its module cache afterwards (:func:`_release_quantization_caches`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*(migrat|reduce_range|_empty_affine_quantized)")
+        try:
+            yield
+        finally:
+            _release_quantization_caches()
+
+
+def _observers(prepared: nn.Module) -> dict[str, nn.Module]:
+    """The activation observers of a prepared network that hold observed state (min-max and
+    histogram), by module name; the others (sigmoid's fixed range, reshape's reuse of its input's)
+    hold none."""
+    from torch.ao.quantization import HistogramObserver, MinMaxObserver
+
+    return {
+        name: m for name, m in prepared.named_modules()
+        if name.startswith("activation_post_process") and isinstance(m, (MinMaxObserver, HistogramObserver))
+    }
+
+
+def activation_ranges(model: nn.Module, calibration: torch.Tensor, *, precision: str = "float32") -> dict:
+    """The activation ranges int8 quantization needs, observed on ``calibration`` (min-max observers).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A trained network (logits out), on any device; left unchanged.
+    calibration : torch.Tensor, shape (N, C, H, W)
+        Inputs like those the network sees, at its input size (e.g. training slices; see Notes).
+    precision : {"float32", "bfloat16"}
+        Of the calibration pass.
+
+    Returns
+    -------
+    dict
+        ``{"observer": "minmax", "input_shape": [1, C, H, W], "ranges": {name: state}}``, each
+        observer's state (``min_val``, ``max_val``; and ``histogram`` for the histogram observers
+        torch's x86 defaults keep on transposed convolutions) as plain Python values: what
+        :func:`quantize_int8` takes as ``ranges`` instead of a calibration pass.
+
+    Notes
+    -----
+    Observed once on training slices, they would spare ``--precision int8`` its calibration pass
+    per scan (13 of the 15 s that quantizing one 224 px attention_unet takes here); measured
+    against the scan's own slices, they agree much worse with float32 (``benchmarks/predict_speed.py``),
+    so predict calibrates on the scan. Raises ``RuntimeError`` when an observed range is not
+    finite (see :func:`quantize_int8`).
+    """
+    calibration = calibration.float().cpu().contiguous()
+    with _quiet_fx_quantization():
+        prepared = _prepared_copy(model, calibration[:1], "minmax")
+        with torch.no_grad(), autocast(torch.device("cpu"), precision):
+            prepared(calibration)
+        _check_ranges(prepared)
+        ranges = {
+            name: {key: value.tolist() for key, value in m.state_dict().items()} for name, m in _observers(prepared).items()
+        }
+    return {"observer": "minmax", "input_shape": [1, *calibration.shape[1:]], "ranges": ranges}
+
+
+def quantize_int8(
+    model: nn.Module,
+    calibration: torch.Tensor | None = None,
+    *,
+    observer: str | None = None,
+    ranges: dict | None = None,
+) -> nn.Module:
+    """An int8 copy of ``model`` (float32, on the CPU), its activation ranges observed on ``calibration``
+    or given as ``ranges``.
 
     Parameters
     ----------
     model : nn.Module
         A trained network (logits out); left unchanged.
-    calibration : torch.Tensor, shape (N, C, H, W)
-        Inputs like those the copy will see, at the model's input size.
+    calibration : torch.Tensor, shape (N, C, H, W), optional
+        Inputs like those the copy will see, at the model's input size. One of ``calibration``
+        and ``ranges``.
     observer : {"minmax", "histogram"}, optional
-        How activation ranges are set (default :data:`OBSERVER`): "minmax" covers every observed
-        value; "histogram" (torch's x86 default) minimizes their quantization error.
+        How activation ranges are set from ``calibration`` (default :data:`OBSERVER`): "minmax"
+        covers every observed value (torch's x86 defaults keep their histogram observers on
+        transposed convolutions, as measured: README, "Prediction speed"); "histogram" (torch's
+        x86 default everywhere) minimizes their quantization error.
+    ranges : dict, optional
+        Ranges observed before (:func:`activation_ranges`): no calibration pass. ``ValueError``
+        when they do not fit the network's observers.
 
     Returns
     -------
@@ -69,36 +168,41 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, *, observer: str 
     untrained network whose batch-norm statistics were never set) cannot be quantized:
     ``RuntimeError``.
     """
-    from torch.ao.quantization import MinMaxObserver, QConfig, get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from torch.ao.quantization.quantize_fx import convert_fx
 
     if not int8_supported():
         raise RuntimeError("int8 inference needs a CPU with VNNI (AVX512-VNNI or AVX-VNNI) and torch's x86 engine")
+    if (calibration is None) == (ranges is None):
+        raise ValueError("quantize_int8 takes one of calibration and ranges")
     torch.backends.quantized.engine = ENGINE
-    calibration = calibration.float().cpu().contiguous()
-    model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    observer = OBSERVER if observer is None else observer
-    mapping = get_default_qconfig_mapping(ENGINE)
-    if observer == "minmax":
-        default = mapping.global_qconfig
-        mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=default.weight))
-    elif observer != "histogram":
-        raise ValueError(f"expected observer 'histogram' or 'minmax', got {observer!r}")
-    precision = cpu_precision()  # outside no_grad: the first call may run the policy's probe
-    with warnings.catch_warnings():
-        # torch's notices that FX graph mode quantization moves to torchao (README, "Prediction speed")
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*(migrat|reduce_range|_empty_affine_quantized)")
-        try:
-            prepared = prepare_fx(model, mapping, example_inputs=(calibration[:1],))
+    with _quiet_fx_quantization():
+        if ranges is not None:
+            prepared = _prepared_copy(model, torch.zeros(ranges["input_shape"]), ranges.get("observer", "minmax"))
+            _load_ranges(prepared, ranges)
+        else:
+            calibration = calibration.float().cpu().contiguous()
+            prepared = _prepared_copy(model, calibration[:1], OBSERVER if observer is None else observer)
+            precision = cpu_precision()  # outside no_grad: the first call may run the policy's probe
             # the calibration pass also runs the model's input check (kept in the traced graph)
             with torch.no_grad(), autocast(torch.device("cpu"), precision):
                 prepared(calibration)
-            _check_ranges(prepared)
-            return convert_fx(prepared)
-        finally:
-            _release_quantization_caches()
+        _check_ranges(prepared)
+        return convert_fx(prepared)
+
+
+def _load_ranges(prepared: nn.Module, ranges: dict) -> None:
+    """Set the observers of a prepared network to stored states; ``ValueError`` unless they match."""
+    if ranges.get("observer", "minmax") != "minmax":
+        raise ValueError(f"stored int8 ranges of observer {ranges.get('observer')!r}; expected 'minmax'")
+    observers = _observers(prepared)
+    stored = ranges["ranges"]
+    if set(observers) != set(stored):
+        raise ValueError(
+            f"the stored int8 ranges ({len(stored)} activations) do not fit this network's "
+            f"{len(observers)} (another torch version or network)"
+        )
+    for name, module in observers.items():
+        module.load_state_dict({key: torch.tensor(value) for key, value in stored[name].items()})
 
 
 def _check_ranges(prepared: nn.Module) -> None:
