@@ -76,6 +76,18 @@ def _quiet_fx_quantization():
             _release_quantization_caches()
 
 
+def _calibrated_copy(model: nn.Module, calibration: torch.Tensor, observer: str, precision: str) -> nn.Module:
+    """:func:`_prepared_copy` with its observers run on ``calibration`` in ``precision``; ``RuntimeError``
+    unless every observed range is finite. The pass also runs the model's input check (kept in the
+    traced graph)."""
+    calibration = calibration.float().cpu().contiguous()
+    prepared = _prepared_copy(model, calibration[:1], observer)
+    with torch.no_grad(), autocast(torch.device("cpu"), precision):
+        prepared(calibration)
+    _check_ranges(prepared)
+    return prepared
+
+
 def _observers(prepared: nn.Module) -> dict[str, nn.Module]:
     """The activation observers of a prepared network that hold observed state (min-max and
     histogram), by module name; the others (sigmoid's fixed range, reshape's reuse of its input's)
@@ -116,12 +128,8 @@ def activation_ranges(model: nn.Module, calibration: torch.Tensor, *, precision:
     so predict calibrates on the scan. Raises ``RuntimeError`` when an observed range is not
     finite (see :func:`quantize_int8`).
     """
-    calibration = calibration.float().cpu().contiguous()
     with _quiet_fx_quantization():
-        prepared = _prepared_copy(model, calibration[:1], "minmax")
-        with torch.no_grad(), autocast(torch.device("cpu"), precision):
-            prepared(calibration)
-        _check_ranges(prepared)
+        prepared = _calibrated_copy(model, calibration, "minmax", precision)
         ranges = {
             name: {key: value.tolist() for key, value in m.state_dict().items()} for name, m in _observers(prepared).items()
         }
@@ -179,21 +187,15 @@ def quantize_int8(
         if ranges is not None:
             prepared = _prepared_copy(model, torch.zeros(ranges["input_shape"]), ranges.get("observer", "minmax"))
             _load_ranges(prepared, ranges)
+            _check_ranges(prepared)
         else:
-            calibration = calibration.float().cpu().contiguous()
-            prepared = _prepared_copy(model, calibration[:1], OBSERVER if observer is None else observer)
-            precision = cpu_precision()  # outside no_grad: the first call may run the policy's probe
-            # the calibration pass also runs the model's input check (kept in the traced graph)
-            with torch.no_grad(), autocast(torch.device("cpu"), precision):
-                prepared(calibration)
-        _check_ranges(prepared)
+            # the precision outside no_grad: the first call may run the policy's probe
+            prepared = _calibrated_copy(model, calibration, OBSERVER if observer is None else observer, cpu_precision())
         return convert_fx(prepared)
 
 
 def _load_ranges(prepared: nn.Module, ranges: dict) -> None:
     """Set the observers of a prepared network to stored states; ``ValueError`` unless they match."""
-    if ranges.get("observer", "minmax") != "minmax":
-        raise ValueError(f"stored int8 ranges of observer {ranges.get('observer')!r}; expected 'minmax'")
     observers = _observers(prepared)
     stored = ranges["ranges"]
     if set(observers) != set(stored):
