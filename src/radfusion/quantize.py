@@ -8,9 +8,9 @@ integer-arithmetic-only inference"; torch.ao.quantization). Batch norm is folded
 preceding convolution where one precedes it. The ranges are observed on 8 slices of the scan
 being segmented: ranges observed on the training slices instead (:func:`activation_ranges`,
 ``ranges=``) need no calibration pass per scan, but moved the masks much further from float32's
-(``benchmarks/predict_speed.py``; docs/decisions.md, "int8 is an option, not the default"). What
-int8 changes in the masks and what it gains are measured in ``benchmarks/predict_speed.py``
-(README, "Prediction speed").
+(docs/decisions.md, "int8 is an option, not the default"). What int8 changes in the masks and
+what it gains, both ways, are measured in ``benchmarks/predict_speed.py`` (README, "Prediction
+speed").
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def activation_ranges(model: nn.Module, calibration: torch.Tensor, *, precision:
     Notes
     -----
     Observed once on training slices, they would spare ``--precision int8`` its calibration pass
-    per scan (13 of the 15 s that quantizing one 224 px attention_unet takes here); measured
+    per scan (about 12 of the 14 s that quantizing one 224 px attention_unet takes here); measured
     against the scan's own slices, they agree much worse with float32 (``benchmarks/predict_speed.py``),
     so predict calibrates on the scan. Raises ``RuntimeError`` when an observed range is not
     finite (see :func:`quantize_int8`).
@@ -185,7 +185,7 @@ def quantize_int8(
     torch.backends.quantized.engine = ENGINE
     with _quiet_fx_quantization():
         if ranges is not None:
-            prepared = _prepared_copy(model, torch.zeros(ranges["input_shape"]), ranges.get("observer", "minmax"))
+            prepared = _prepared_copy(model, torch.zeros(ranges["input_shape"]), ranges["observer"])
             _load_ranges(prepared, ranges)
             _check_ranges(prepared)
         else:
