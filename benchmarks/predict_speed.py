@@ -18,8 +18,8 @@ Two measurements, side by side in one run on one machine:
    :func:`radfusion.predict.predict_lesion_mask` on the whole patient in float32 against the
    policy's precision and int8, and with fewer fold models (the first 1, 2, 3) against all of
    them: voxel Dice and lesion volume. ``--trained`` may name several runs. int8 twice: calibrated
-   on the scan (what predict does) and from ranges observed on 8 of each fold's training slices
-   (``--slices-dir``, default the run's ``results/slices``).
+   on the scan (what predict does) and from ranges observed on as many of each fold's training
+   slices (``CALIBRATION_SLICES``; ``--slices-dir``, default the run's ``results/slices``).
 
 Run from the repository root::
 
@@ -91,9 +91,11 @@ def model_with_statistics(name: str, channels: int, statistics: torch.Tensor) ->
 
 
 def int8_probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``--precision int8`` without its quantization (``model`` is already quantized)."""
+    """``--precision int8`` without its quantization (``model`` is already quantized), in the batches
+    of :func:`radfusion.execution.inference_batch_size` as predict runs it."""
+    batch = execution.inference_batch_size(*images.shape[-2:])
     with torch.inference_mode():
-        return torch.cat([torch.sigmoid(model(images[i : i + 8])) for i in range(0, images.shape[0], 8)])
+        return torch.cat([torch.sigmoid(model(images[i : i + batch])) for i in range(0, images.shape[0], batch)])
 
 
 def time_ensemble(name: str, size: int, images: torch.Tensor, all_slices: torch.Tensor, folds: int,
@@ -129,9 +131,10 @@ def time_ensemble(name: str, size: int, images: torch.Tensor, all_slices: torch.
 
 @contextlib.contextmanager
 def training_slice_ranges(models: list, paths: list[Path], slices_dir: Path):
-    """Within the block, ``--precision int8`` quantizes each of ``models`` from ranges observed on 8
-    of its fold's training slices (the ``train_subjects`` of its ``model.pt``) instead of
-    calibrating on the scan; the seconds reported include observing them."""
+    """Within the block, ``--precision int8`` quantizes each of ``models`` from ranges observed on
+    :data:`radfusion.quantize.CALIBRATION_SLICES` of its fold's training slices (the
+    ``train_subjects`` of its ``model.pt``) instead of calibrating on the scan; the seconds
+    reported include observing them."""
     ranges = {}
     for model, path in zip(models, paths):
         _, info = load_trained_model(path)

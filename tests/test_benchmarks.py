@@ -129,3 +129,18 @@ def test_peak_gflops_from_flags():
     assert amx["bfloat16"]["gflops"] == 2.0 * 2 * 1024 and amx["int8"]["gflops"] == 2.0 * 2 * 2048
     assert peak_gflops(cpu("avx2", "fma"))["float32"]["gflops"] == 2.0 * 2 * 8 * 2 * 2
     assert "assumed" in avx512["float32"]["formula"]
+
+
+def test_inference_batch_times_every_batch_and_marks_the_policy(tmp_path):
+    """The measurement behind the inference batch policy runs as documented and marks the batch
+    :func:`radfusion.execution.inference_batch_size` picks (16 at 64 px)."""
+    out = tmp_path / "inference_batch.md"
+    run([sys.executable, str(PROJECT / "benchmarks" / "inference_batch.py"), "--cases", "resnext_unet:64",
+         "--repeats", "1", "--threads", "1", "--out", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| resnext_unet | 64 |")]
+    assert rows, out.read_text()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")][3:]
+        assert len(cells) == 6  # batches 1, 2, 4, 8, 16, 32
+        assert [i for i, c in enumerate(cells) if c.startswith("**")] == [4]  # batch 16
+        assert all(positive(float(c.strip("*"))) for c in cells)

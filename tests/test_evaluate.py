@@ -616,3 +616,32 @@ def test_min_lesion_size_in_mm3_holds_across_grids():
     assert min_lesion_size_voxels(thick, min_lesion_voxels=3) == 3  # unset: voxels, as before
     with pytest.raises(ValueError, match="min_lesion_mm3"):
         min_lesion_size_voxels(thick, min_lesion_mm3=-1.0)
+
+
+@pytest.mark.parametrize("precision", [None, "float32", "bfloat16"])
+def test_cross_validation_runs_the_networks_in_the_precision_asked(tmp_path, monkeypatch, precision):
+    """``precision`` reaches the inference path (None: the machine's policy, as the workflow runs it)."""
+    import radfusion.evaluate as evaluate_module
+    from radfusion.evaluate import evaluate_cross_validation
+    from radfusion.models import build_model
+    from radfusion.train import save_model
+
+    seen = []
+    original = evaluate_module.predict_probabilities
+
+    def recording(model, images, *, precision=None, batch_size=None):
+        seen.append(precision)
+        return original(model, images, precision=precision, batch_size=batch_size)
+
+    monkeypatch.setattr(evaluate_module, "predict_probabilities", recording)
+    torch.manual_seed(0)
+    save_model(build_model("resnext_unet", 1).eval(), tmp_path / "m.pt", model_name="resnext_unet", input_name="mri",
+               image_size=32)
+    images = np.random.default_rng(0).uniform(size=(2, 3, 32, 32)).astype(np.float32)
+    masks = np.zeros((2, 32, 32), np.uint8)
+    masks[:, 10:14, 10:14] = 1
+    save_slices({"images": images, "masks": masks, "slice_index": np.array([1, 3]), "shape": np.array([32, 32, 5])},
+                tmp_path / "s1.npz")
+    subjects, _, _ = evaluate_cross_validation({1: tmp_path / "m.pt"}, {"s1": tmp_path / "s1.npz"}, {"s1": 1},
+                                               device="cpu", precision=precision)
+    assert seen == [precision] and len(subjects) == 1

@@ -94,3 +94,40 @@ def test_the_probe_leaves_the_global_random_state_alone():
     torch.manual_seed(5)
     measure_bfloat16_speedup(repeats=1, size=16, batch=1)
     torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
+def test_inference_batches_hold_a_fixed_number_of_pixels_on_a_cpu():
+    from radfusion.execution import CPU_INFERENCE_PIXELS, CUDA_INFERENCE_BATCH, inference_batch_size
+
+    assert CPU_INFERENCE_PIXELS == 2**16
+    assert inference_batch_size(64, 64) == 16  # the quick settings' slices
+    assert inference_batch_size(128, 128) == 4
+    assert inference_batch_size(224, 224) == inference_batch_size(256, 256) == 1  # full size: one at a time
+    assert inference_batch_size(512, 512) == 1  # never zero
+    assert inference_batch_size(32, 128) == 16  # pixels, not sides
+    assert inference_batch_size(256, 256, torch.device("cuda")) == inference_batch_size(64, 64, "cuda") == CUDA_INFERENCE_BATCH
+
+
+def test_predict_probabilities_batches_by_the_policy_and_the_batch_changes_nothing():
+    from radfusion.evaluate import predict_probabilities
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return self.conv(x)
+
+    model = Recorder()
+    x = torch.rand(40, 1, 64, 64)
+    default = predict_probabilities(model, x, precision="float32")
+    assert seen == [16, 16, 8]
+    seen.clear()
+    one_by_one = predict_probabilities(model, x, precision="float32", batch_size=1)
+    assert seen == [1] * 40
+    torch.testing.assert_close(one_by_one, default, rtol=0, atol=1e-6)

@@ -108,3 +108,21 @@ def test_stored_ranges_give_the_calibrated_copy_without_a_calibration_pass():
     with pytest.raises(ValueError, match="do not fit"):
         quantize.quantize_int8(other, ranges=ranges)
 
+
+
+@needs_int8
+def test_the_calibration_pass_keeps_the_extremes_over_its_batches(monkeypatch):
+    """Ranges observed slice by slice equal those of one batch: observers accumulate, no batch is lost.
+    (The histograms that torch's defaults keep on transposed convolutions are re-binned as their
+    range grows, so only their extremes are compared.)"""
+    from radfusion import execution
+
+    model, x = _model_with_set_statistics("resnext_unet", 32)
+    x[1] *= 3  # the extremes in a later slice than the first
+    whole = quantize.activation_ranges(model, x)
+    monkeypatch.setattr(execution, "CPU_INFERENCE_PIXELS", 1)  # one slice per batch
+    sliced = quantize.activation_ranges(model, x)
+    assert whole["ranges"].keys() == sliced["ranges"].keys()
+    for name, state in whole["ranges"].items():
+        for key in ("min_val", "max_val"):
+            torch.testing.assert_close(torch.tensor(sliced["ranges"][name][key]), torch.tensor(state[key]), rtol=1e-5, atol=1e-6)

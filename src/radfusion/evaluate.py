@@ -68,7 +68,6 @@ SLICE_COLUMNS = (
 CONNECTIVITY_2D = np.ones((3, 3), dtype=bool)
 # 3D neighbourhoods: 6 (faces), 18 (faces and edges), 26 (faces, edges and corners).
 CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}
-INFERENCE_BATCH = 32
 
 
 def _ratio(numerator: int, denominator: int, *, both_empty: bool) -> float:
@@ -504,21 +503,22 @@ def score_subject(
 
 
 def predict_probabilities(
-    model: torch.nn.Module, images: torch.Tensor, *, precision: str | None = None, batch_size: int = INFERENCE_BATCH
+    model: torch.nn.Module, images: torch.Tensor, *, precision: str | None = None, batch_size: int | None = None
 ) -> torch.Tensor:
     """Sigmoid probabilities (N, 1, H, W) of a model on images (N, C, H, W), returned on the CPU.
 
     Runs on the model's device in evaluation mode, channels-last, under ``torch.inference_mode``,
-    in batches of ``batch_size``. ``precision`` ("float32", "bfloat16", "float16"): the autocast
+    in batches of ``batch_size`` (default :func:`radfusion.execution.inference_batch_size`). ``precision`` ("float32", "bfloat16", "float16"): the autocast
     type; ``None``: the machine's policy (:func:`radfusion.execution.autocast_precision`: float16
     on CUDA; on a CPU bfloat16 only where measured faster, float32 elsewhere), as in training.
     "int8" (CPU only): an int8 copy of the model (:func:`radfusion.quantize.quantize_int8`),
     calibrated on :func:`radfusion.quantize.calibration_slices` of ``images``.
     """
-    from radfusion.execution import autocast, autocast_precision, prepare_for_inference
+    from radfusion.execution import autocast, autocast_precision, inference_batch_size, prepare_for_inference
 
     device = next(model.parameters()).device
     precision = autocast_precision(device) if precision is None else precision
+    batch_size = inference_batch_size(*images.shape[-2:], device) if batch_size is None else batch_size
     if precision == "int8":
         from radfusion.quantize import calibration_slices, quantize_int8
 
@@ -638,6 +638,7 @@ def evaluate_cross_validation(
     device: str | torch.device | None = None,
     min_lesion_voxels: int | Mapping[str, int] = 3,
     min_overlap: float = 0.0,
+    precision: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Evaluate every fold's final model on its test subjects (SPEC stage 8).
 
@@ -656,6 +657,9 @@ def evaluate_cross_validation(
     min_lesion_voxels, min_overlap : optional
         Of the lesion-level metrics (config ``evaluation``; :func:`lesion_metrics`);
         ``min_lesion_voxels`` may map subject -> voxels (:func:`min_lesion_size_voxels`).
+    precision : optional
+        The networks' arithmetic (:func:`predict_probabilities`); ``None``: the machine's policy,
+        as the workflow evaluates (``benchmarks/cv_precision.py`` compares the others).
 
     Returns
     -------
@@ -681,7 +685,7 @@ def evaluate_cross_validation(
             arrays = read_slices(slice_paths[subject], subject=subject)
             predicted = predict_slice_masks(
                 model, arrays["images"], channels=info["channels"], image_size=info["image_size"], threshold=threshold,
-                box=network_box(info["crop"], arrays["box"]),
+                box=network_box(info["crop"], arrays["box"]), precision=precision,
             )
             row, rows = score_subject(
                 predicted, arrays["masks"], subject=subject, fold=fold, slice_index=arrays["slice_index"],

@@ -37,6 +37,12 @@ CACHE_ENV = "RADFUSION_CACHE_DIR"
 #: timing noise, so that a machine does not flip between precisions from one job to the next.
 MIN_BFLOAT16_SPEEDUP = 1.15
 CPU_PRECISIONS = ("float32", "bfloat16")
+#: Pixels per no-gradient batch on a CPU (:func:`inference_batch_size`): 16 slices at 64 px, 4 at
+#: 128 px, 1 at 224-256 px. Measured per slice on this project's 2-core AMD EPYC
+#: (``benchmarks/measurements/inference_batch.md``): larger batches spill the caches.
+CPU_INFERENCE_PIXELS = 2**16
+#: Slices per no-gradient batch on CUDA, where larger batches fill the device.
+CUDA_INFERENCE_BATCH = 32
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -167,6 +173,18 @@ def autocast(device: torch.device, precision: str):
     if precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=getattr(torch, precision))
+
+
+def inference_batch_size(height: int, width: int, device: torch.device | str = "cpu") -> int:
+    """Slices per batch of the no-gradient passes (validation, evaluation, predict) of images ``height`` x ``width``.
+
+    On a CPU as many as :data:`CPU_INFERENCE_PIXELS` hold (at least one); on CUDA
+    :data:`CUDA_INFERENCE_BATCH`. The outputs do not depend on it (each slice's convolutions are
+    computed alike whatever the batch): it sets only the time.
+    """
+    if torch.device(device).type == "cuda":
+        return CUDA_INFERENCE_BATCH
+    return max(1, CPU_INFERENCE_PIXELS // (int(height) * int(width)))
 
 
 def prepare_for_inference(model: nn.Module) -> nn.Module:

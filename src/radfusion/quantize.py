@@ -22,11 +22,12 @@ import warnings
 import torch
 from torch import nn
 
-from radfusion.execution import autocast, cpu_precision
+from radfusion.execution import autocast, cpu_precision, inference_batch_size
 
 #: torch's quantized engine for x86 CPUs.
 ENGINE = "x86"
-#: At most this many slices, evenly spaced over the input, set the activation ranges.
+#: At most this many slices, evenly spaced over the input, set the activation ranges (4 moved
+#: attention_unet/mri below 0.98 of float32's mask: benchmarks/measurements/predict_speed_4_calibration_slices.md).
 CALIBRATION_SLICES = 8
 #: How activation ranges are set (benchmarks/int8_calibration.py compares the two).
 OBSERVER = "minmax"
@@ -77,13 +78,15 @@ def _quiet_fx_quantization():
 
 
 def _calibrated_copy(model: nn.Module, calibration: torch.Tensor, observer: str, precision: str) -> nn.Module:
-    """:func:`_prepared_copy` with its observers run on ``calibration`` in ``precision``; ``RuntimeError``
-    unless every observed range is finite. The pass also runs the model's input check (kept in the
-    traced graph)."""
+    """:func:`_prepared_copy` with its observers run on ``calibration`` in ``precision``, in the
+    batches of :func:`radfusion.execution.inference_batch_size` (observers keep the extremes over
+    batches); ``RuntimeError`` unless every observed range is finite. The pass also runs the
+    model's input check (kept in the traced graph)."""
     calibration = calibration.float().cpu().contiguous()
     prepared = _prepared_copy(model, calibration[:1], observer)
     with torch.no_grad(), autocast(torch.device("cpu"), precision):
-        prepared(calibration)
+        for batch in calibration.split(inference_batch_size(*calibration.shape[-2:])):
+            prepared(batch)
     _check_ranges(prepared)
     return prepared
 
@@ -123,7 +126,7 @@ def activation_ranges(model: nn.Module, calibration: torch.Tensor, *, precision:
     Notes
     -----
     Observed once on training slices, they would spare ``--precision int8`` its calibration pass
-    per scan (about 12 of the 14 s that quantizing one 224 px attention_unet takes here); measured
+    per scan (about 7.5 of the 9.2 s that quantizing one 224 px attention_unet takes here); measured
     against the scan's own slices, they agree much worse with float32 (``benchmarks/predict_speed.py``),
     so predict calibrates on the scan. Raises ``RuntimeError`` when an observed range is not
     finite (see :func:`quantize_int8`).

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from radfusion.execution import autocast_precision, resolve_device
+from radfusion.execution import autocast_precision, inference_batch_size, resolve_device
 from radfusion.io import atomic_output
 from radfusion.protocol import INPUT_CHANNELS, TrainingProtocol
 from radfusion.slices import load_slices
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_dice", "lr", "seconds")
 MODEL_FORMAT = "radfusion-model-2"
 CHECKPOINT_FORMAT = "radfusion-checkpoint-1"
-# Batch size of the no-gradient passes (validation, evaluation); results do not depend on it.
-INFERENCE_BATCH = 32
 
 
 def seed_everything(seed: int) -> None:
@@ -185,9 +183,10 @@ def pooled_dice(
     was_training = model.training
     model.eval()
     tp = fp = fn = 0
-    for start in range(0, images.shape[0], INFERENCE_BATCH):
-        x = images[start : start + INFERENCE_BATCH].contiguous(memory_format=torch.channels_last)
-        y = masks[start : start + INFERENCE_BATCH] > 0.5
+    batch = inference_batch_size(*images.shape[-2:], images.device)
+    for start in range(0, images.shape[0], batch):
+        x = images[start : start + batch].contiguous(memory_format=torch.channels_last)
+        y = masks[start : start + batch] > 0.5
         with torch.autocast(device_type=x.device.type, enabled=autocast):
             logits = model(x)
         predicted = torch.sigmoid(logits.float()) > threshold
