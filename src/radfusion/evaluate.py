@@ -508,9 +508,10 @@ def predict_probabilities(
     """Sigmoid probabilities (N, 1, H, W) of a model on images (N, C, H, W), returned on the CPU.
 
     Runs on the model's device in evaluation mode, channels-last, under ``torch.inference_mode``,
-    in batches of ``batch_size`` (default :func:`radfusion.execution.inference_batch_size`). ``precision`` ("float32", "bfloat16", "float16"): the autocast
-    type; ``None``: the machine's policy (:func:`radfusion.execution.autocast_precision`: float16
-    on CUDA; on a CPU bfloat16 only where measured faster, float32 elsewhere), as in training.
+    in batches of ``batch_size`` (default :func:`radfusion.execution.inference_batch_size`).
+    ``precision`` ("float32", "bfloat16", "float16"): the autocast type; ``None``: the machine's
+    policy (:func:`radfusion.execution.autocast_precision`: float16 on CUDA; on a CPU bfloat16
+    only where measured faster, float32 elsewhere), as in training.
     "int8" (CPU only): an int8 copy of the model (:func:`radfusion.quantize.quantize_int8`),
     calibrated on :func:`radfusion.quantize.calibration_slices` of ``images``.
     """

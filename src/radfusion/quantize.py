@@ -79,8 +79,9 @@ def _quiet_fx_quantization():
 
 def _calibrated_copy(model: nn.Module, calibration: torch.Tensor, observer: str, precision: str) -> nn.Module:
     """:func:`_prepared_copy` with its observers run on ``calibration`` in ``precision``, in the
-    batches of :func:`radfusion.execution.inference_batch_size` (observers keep the extremes over
-    batches); ``RuntimeError`` unless every observed range is finite. The pass also runs the
+    batches of :func:`radfusion.execution.inference_batch_size` (min-max observers keep the
+    extremes over batches; the histograms torch keeps on transposed convolutions are re-binned as
+    their range grows, so theirs depend slightly on the batches); ``RuntimeError`` unless every observed range is finite. The pass also runs the
     model's input check (kept in the traced graph)."""
     calibration = calibration.float().cpu().contiguous()
     prepared = _prepared_copy(model, calibration[:1], observer)
