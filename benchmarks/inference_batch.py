@@ -25,7 +25,7 @@ import torch
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 
-from predict_speed import cpu_description, model_with_statistics  # noqa: E402  (this folder is on sys.path)
+from predict_speed import cpu_description, model_with_statistics, write_report  # noqa: E402  (this folder is on sys.path)
 from radfusion import execution  # noqa: E402
 from radfusion.evaluate import predict_probabilities  # noqa: E402
 from radfusion.quantize import int8_supported, quantize_int8  # noqa: E402
@@ -94,10 +94,7 @@ def main(argv=None) -> None:
             ]
             lines.append(f"| {name} | {size} | {path} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,14 @@ def time_ensemble(name: str, size: int, images: torch.Tensor, all_slices: torch.
     return best
 
 
+def write_report(lines: list[str], out: Path | None) -> None:
+    """Print the report's markdown lines and write them to ``out`` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        out.write_text(text)
+
+
 @contextlib.contextmanager
 def training_slice_ranges(models: list, paths: list[Path], slices_dir: Path):
     """Within the block, ``--precision int8`` quantizes each of ``models`` from ranges observed on
@@ -245,10 +253,7 @@ def main() -> None:
             lines.append(f"| {precision}, {folds} | {dice_score(mask, reference):.4f} | {mask.sum() * voxel_ml:.2f} "
                          f"| {seconds:.0f} |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":
