@@ -11,7 +11,8 @@ Two measurements, side by side in one run on one machine:
    channels-last, ``torch.inference_mode``) and ``--precision int8`` (where the CPU has VNNI) run
    on the same ``--slices`` brain slices, interleaved; the per-slice time is projected to the
    patient's brain slices x ``--folds`` models, plus int8's quantization of each fold model
-   (:func:`radfusion.quantize.quantize_int8`, calibration on the scan included), timed separately;
+   (:func:`radfusion.quantize.quantize_int8`, calibration on the scan included), timed separately
+   (int8 then runs on all but the calibration slices, which keep the calibration pass's output);
    and the quantization from ranges observed beforehand (:func:`radfusion.quantize.activation_ranges`,
    as training could store them), which needs no calibration pass.
 2. **Agreement** (with trained models, e.g. the quick demo's): the lesion mask of
@@ -55,7 +56,9 @@ from radfusion.normalize import normalize_intensity  # noqa: E402
 from radfusion.ensemble import load_fold_models  # noqa: E402
 from radfusion.predict import brain_slice_indices, predict_lesion_mask, slice_stack  # noqa: E402
 from radfusion import quantize  # noqa: E402
-from radfusion.quantize import activation_ranges, calibration_slices, int8_supported, quantize_int8  # noqa: E402
+from radfusion.quantize import (  # noqa: E402
+    activation_ranges, calibration_indices, calibration_slices, int8_supported, quantize_int8,
+)
 from radfusion.slices import resize_images  # noqa: E402
 from radfusion.train import load_fold_slices, load_trained_model  # noqa: E402
 
@@ -153,7 +156,16 @@ def training_slice_ranges(models: list, paths: list[Path], slices_dir: Path):
         )
         ranges[id(model)] = activation_ranges(model, calibration_slices(images))
     calibrated = quantize.quantize_int8
-    quantize.quantize_int8 = lambda model, calibration=None, **_: calibrated(model, ranges=ranges[id(model)])
+
+    def from_ranges(model, calibration, *, return_logits=False, **_):
+        """No calibration pass: the calibration slices run through the int8 copy like the others."""
+        quantized = calibrated(model, ranges=ranges[id(model)])
+        if not return_logits:
+            return quantized
+        with torch.inference_mode():
+            return quantized, quantized(calibration.contiguous(memory_format=torch.channels_last))
+
+    quantize.quantize_int8 = from_ranges
     try:
         yield
     finally:
@@ -167,7 +179,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--models", nargs="+", default=["resnext_unet", "attention_unet"])
+    parser.add_argument("--models", nargs="*", default=["resnext_unet", "attention_unet"],
+                        help="timed networks (none: agreement only)")
     parser.add_argument("--trained", type=Path, nargs="+", help="run folders of trained fold models, for the agreement")
     parser.add_argument("--slices-dir", type=Path, help="the trained runs' exported slices (default: <results>/slices)")
     parser.add_argument("--out", type=Path)
@@ -189,19 +202,24 @@ def main() -> None:
         f"precision policy: {execution.cpu_precision()}; {platform.node()}",
         f"{index.size} brain slices of {flair.shape} at {np.round(np.sqrt((affine[:3, :3] ** 2).sum(0)), 2).tolist()} mm; "
         f"{args.slices} timed, {args.folds} fold models, best of {args.repeats}",
-        "",
-        "| network | size | before (s/slice) | today (s/slice) | int8 (s/slice) | int8 quantization (s/fold) "
-        "| speed-up today, int8 | before per patient | today per patient | int8 per patient "
-        "| int8 from stored ranges: quantization (s/fold), per patient, speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if args.models:
+        lines += [
+            "",
+            "| network | size | before (s/slice) | today (s/slice) | int8 (s/slice) | int8 quantization (s/fold) "
+            "| speed-up today, int8 | before per patient | today per patient | int8 per patient "
+            "| int8 from stored ranges: quantization (s/fold), per patient, speed-up |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     all_slices = torch.from_numpy(slice_stack([normalized] * 3, index))
     for name in args.models:
         size = int(config["training"][name]["image_size"])
         best = time_ensemble(name, size, images, all_slices, args.folds, args.repeats)
         minutes = {path: best[path] * index.size / 60 for path in ("legacy", "today")}
         if "int8" in best:
-            int8_total = best["int8"] * index.size + best["quantize"] * args.folds
+            # the calibration slices keep the calibration pass's output: int8 runs on the others
+            int8_slices = index.size - len(calibration_indices(index.size))
+            int8_total = best["int8"] * int8_slices + best["quantize"] * args.folds
             stored_total = best["int8"] * index.size + best["quantize_ranges"] * args.folds
             int8 = (f"{best['int8']:.2f} | {best['quantize']:.1f} | {best['legacy'] / best['today']:.2f}x, "
                     f"{best['legacy'] * index.size / int8_total:.2f}x",

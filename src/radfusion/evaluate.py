@@ -513,23 +513,39 @@ def predict_probabilities(
     policy (:func:`radfusion.execution.autocast_precision`: float16 on CUDA; on a CPU bfloat16
     only where measured faster, float32 elsewhere), as in training.
     "int8" (CPU only): an int8 copy of the model (:func:`radfusion.quantize.quantize_int8`),
-    calibrated on :func:`radfusion.quantize.calibration_slices` of ``images``.
+    calibrated on the :func:`radfusion.quantize.calibration_indices` slices of ``images``; those
+    slices keep the probabilities of the calibration pass (the float network's, in the machine's
+    training precision), and the int8 copy runs on the others.
     """
-    from radfusion.execution import autocast, autocast_precision, inference_batch_size, prepare_for_inference
+    from radfusion.execution import autocast_precision, inference_batch_size, prepare_for_inference
 
     device = next(model.parameters()).device
     precision = autocast_precision(device) if precision is None else precision
     batch_size = inference_batch_size(*images.shape[-2:], device) if batch_size is None else batch_size
-    if precision == "int8":
-        from radfusion.quantize import calibration_slices, quantize_int8
+    if precision != "int8":
+        return _batched_probabilities(prepare_for_inference(model), images, device, precision, batch_size)
+    from radfusion.quantize import calibration_indices, quantize_int8
 
-        if device.type != "cpu":
-            raise ValueError(f"int8 inference runs on the CPU; the model is on {device}")
-        if images.shape[0] == 0:
-            return torch.zeros((0, 1, *images.shape[-2:]))
-        model, precision = quantize_int8(model, calibration_slices(images)), "float32"
-    else:
-        prepare_for_inference(model)
+    if device.type != "cpu":
+        raise ValueError(f"int8 inference runs on the CPU; the model is on {device}")
+    probabilities = torch.zeros((images.shape[0], 1, *images.shape[-2:]))
+    if images.shape[0] == 0:
+        return probabilities
+    calibrated = calibration_indices(images.shape[0])
+    quantized, logits = quantize_int8(model, images[calibrated], return_logits=True)
+    probabilities[calibrated] = torch.sigmoid(logits)
+    others = torch.ones(images.shape[0], dtype=torch.bool)
+    others[calibrated] = False
+    probabilities[others] = _batched_probabilities(quantized, images[others], device, "float32", batch_size)
+    return probabilities
+
+
+def _batched_probabilities(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device, precision: str, batch_size: int
+) -> torch.Tensor:
+    """:func:`predict_probabilities`' pass: batches to ``device``, channels-last, autocast ``precision``."""
+    from radfusion.execution import autocast
+
     parts = []
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):

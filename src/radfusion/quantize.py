@@ -6,7 +6,8 @@ one): weights per output channel, activations per tensor, with ranges observed o
 slices (Jacob et al. 2018, "Quantization and training of neural networks for efficient
 integer-arithmetic-only inference"; torch.ao.quantization). Batch norm is folded into the
 preceding convolution where one precedes it. The ranges are observed on 8 slices of the scan
-being segmented: ranges observed on the training slices instead (:func:`activation_ranges`,
+being segmented, in a channels-last float pass whose logits the caller may keep for those slices
+(``return_logits``): ranges observed on the training slices instead (:func:`activation_ranges`,
 ``ranges=``) need no calibration pass per scan, but moved the masks much further from float32's
 (docs/decisions.md, "int8 is an option, not the default"). What int8 changes in the masks and
 what it gains, both ways, are measured in ``benchmarks/predict_speed.py`` (README, "Prediction
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 
 import torch
@@ -29,6 +31,11 @@ ENGINE = "x86"
 #: At most this many slices, evenly spaced over the input, set the activation ranges (4 moved
 #: attention_unet/mri below 0.98 of float32's mask: benchmarks/measurements/predict_speed_4_calibration_slices.md).
 CALIBRATION_SLICES = 8
+#: The error of a calibration pass whose activations are not finite.
+_NOT_FINITE = (
+    "int8 calibration: the activations at {name} are not finite (an untrained network, batch-norm "
+    "statistics that were never set, or inputs unlike the training slices); use float32 or bfloat16"
+)
 #: How activation ranges are set (benchmarks/int8_calibration.py compares the two).
 OBSERVER = "minmax"
 
@@ -39,28 +46,56 @@ def int8_supported() -> bool:
     return vnni and ENGINE in torch.backends.quantized.supported_engines
 
 
-def calibration_slices(images: torch.Tensor, n: int | None = None) -> torch.Tensor:
-    """``n`` (default :data:`CALIBRATION_SLICES`) slices of ``images`` (N, C, H, W), evenly spaced
-    from the first to the last (all when N <= n)."""
+def calibration_indices(count: int, n: int | None = None) -> torch.Tensor:
+    """Indices of ``n`` (default :data:`CALIBRATION_SLICES`) of ``count`` slices, evenly spaced
+    from the first to the last (all when count <= n)."""
     n = CALIBRATION_SLICES if n is None else n
-    if images.shape[0] <= n:
-        return images
-    return images[torch.linspace(0, images.shape[0] - 1, n).round().long()]
+    if count <= n:
+        return torch.arange(count)
+    return torch.linspace(0, count - 1, n).round().long()
+
+
+def calibration_slices(images: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """The :func:`calibration_indices` slices of ``images`` (N, C, H, W)."""
+    return images[calibration_indices(images.shape[0], n)]
+
+
+@functools.cache
+def _minmax_observer() -> type:
+    """torch's ``MinMaxObserver``, reading channels-last activations in their memory order.
+
+    A per-tensor minimum and maximum do not depend on the order of the values, but
+    ``torch.aminmax`` on a channels-last tensor first copies it to NCHW: measured on the 224 px
+    attention_unet, those copies took more time than its convolutions in the calibration pass
+    (``benchmarks/measurements/predict_speed.md``). The observed values are the same.
+    """
+    from torch.ao.quantization import MinMaxObserver
+
+    class ChannelsLastMinMaxObserver(MinMaxObserver):
+        def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
+            channels_last = x_orig.dim() == 4 and x_orig.is_contiguous(memory_format=torch.channels_last)
+            if channels_last and not x_orig.is_contiguous():
+                super().forward(x_orig.permute(0, 2, 3, 1))  # NHWC: a contiguous view, no copy
+                return x_orig
+            return super().forward(x_orig)
+
+    return ChannelsLastMinMaxObserver
 
 
 def _prepared_copy(model: nn.Module, example: torch.Tensor, observer: str) -> nn.Module:
-    """A float32 CPU copy of ``model`` with observers after each activation to quantize (FX graph mode)."""
-    from torch.ao.quantization import MinMaxObserver, QConfig, get_default_qconfig_mapping
+    """A float32 CPU copy of ``model`` with observers after each activation to quantize (FX graph
+    mode), channels-last like the inputs of :func:`radfusion.evaluate.predict_probabilities`."""
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx
 
     model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
     mapping = get_default_qconfig_mapping(ENGINE)
     if observer == "minmax":  # torch's per-operator choices (histograms for transposed convolutions) stay
         default = mapping.global_qconfig
-        mapping.set_global(QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=default.weight))
+        mapping.set_global(QConfig(activation=_minmax_observer().with_args(reduce_range=False), weight=default.weight))
     elif observer != "histogram":
         raise ValueError(f"expected observer 'histogram' or 'minmax', got {observer!r}")
-    return prepare_fx(model, mapping, example_inputs=(example,))
+    return prepare_fx(model, mapping, example_inputs=(example,)).to(memory_format=torch.channels_last)
 
 
 @contextlib.contextmanager
@@ -77,19 +112,28 @@ def _quiet_fx_quantization():
             _release_quantization_caches()
 
 
-def _calibrated_copy(model: nn.Module, calibration: torch.Tensor, observer: str, precision: str) -> nn.Module:
-    """:func:`_prepared_copy` with its observers run on ``calibration`` in ``precision``, in the
-    batches of :func:`radfusion.execution.inference_batch_size` (min-max observers keep the
-    extremes over batches; the histograms torch keeps on transposed convolutions are re-binned as
-    their range grows, so theirs depend slightly on the batches); ``RuntimeError`` unless every observed range is finite. The pass also runs the
-    model's input check (kept in the traced graph)."""
-    calibration = calibration.float().cpu().contiguous()
+def _calibrated_copy(
+    model: nn.Module, calibration: torch.Tensor, observer: str, precision: str
+) -> tuple[nn.Module, torch.Tensor]:
+    """:func:`_prepared_copy` with its observers run on ``calibration`` in ``precision``, and the
+    float32 logits of that pass. In the batches of :func:`radfusion.execution.inference_batch_size`
+    (min-max observers keep the extremes over batches; the histograms torch keeps on transposed
+    convolutions are re-binned as their range grows, so theirs depend slightly on the batches);
+    ``RuntimeError`` unless every observed range is finite. The pass also runs the model's input
+    check (kept in the traced graph)."""
+    calibration = calibration.float().cpu().contiguous(memory_format=torch.channels_last)
     prepared = _prepared_copy(model, calibration[:1], observer)
-    with torch.no_grad(), autocast(torch.device("cpu"), precision):
-        for batch in calibration.split(inference_batch_size(*calibration.shape[-2:])):
-            prepared(batch)
+    logits = []
+    try:
+        with torch.no_grad(), autocast(torch.device("cpu"), precision):
+            for batch in calibration.split(inference_batch_size(*calibration.shape[-2:])):
+                logits.append(prepared(batch).float())
+    except RuntimeError as err:  # a histogram observer meets a non-finite range first
+        if "not finite" not in str(err):
+            raise
+        raise RuntimeError(_NOT_FINITE.format(name="a transposed convolution's input")) from err
     _check_ranges(prepared)
-    return prepared
+    return prepared, torch.cat(logits)
 
 
 def _observers(prepared: nn.Module) -> dict[str, nn.Module]:
@@ -127,13 +171,13 @@ def activation_ranges(model: nn.Module, calibration: torch.Tensor, *, precision:
     Notes
     -----
     Observed once on training slices, they would spare ``--precision int8`` its calibration pass
-    per scan (about 7.5 of the 9.2 s that quantizing one 224 px attention_unet takes here); measured
+    per scan (most of the 10.9 s that quantizing one 224 px attention_unet takes on a 2-core Intel Xeon); measured
     against the scan's own slices, they agree much worse with float32 (``benchmarks/predict_speed.py``),
     so predict calibrates on the scan. Raises ``RuntimeError`` when an observed range is not
     finite (see :func:`quantize_int8`).
     """
     with _quiet_fx_quantization():
-        prepared = _calibrated_copy(model, calibration, "minmax", precision)
+        prepared, _ = _calibrated_copy(model, calibration, "minmax", precision)
         ranges = {
             name: {key: value.tolist() for key, value in m.state_dict().items()} for name, m in _observers(prepared).items()
         }
@@ -146,7 +190,8 @@ def quantize_int8(
     *,
     observer: str | None = None,
     ranges: dict | None = None,
-) -> nn.Module:
+    return_logits: bool = False,
+) -> nn.Module | tuple[nn.Module, torch.Tensor]:
     """An int8 copy of ``model`` (float32, on the CPU), its activation ranges observed on ``calibration``
     or given as ``ranges``.
 
@@ -165,11 +210,17 @@ def quantize_int8(
     ranges : dict, optional
         Ranges observed before (:func:`activation_ranges`): no calibration pass. ``ValueError``
         when they do not fit the network's observers.
+    return_logits : bool
+        Also return the logits of the calibration pass (with ``calibration`` only).
 
     Returns
     -------
     nn.Module
         A ``torch.fx.GraphModule`` with quantized convolutions, float32 in and out.
+    logits : torch.Tensor, shape (N, 1, H, W)
+        With ``return_logits``: the network's float32 logits on ``calibration``, computed by the
+        calibration pass in the machine's training precision (batch norm folded into the
+        convolutions), for callers that need no int8 pass on those slices.
 
     Notes
     -----
@@ -186,6 +237,8 @@ def quantize_int8(
         raise RuntimeError("int8 inference needs a CPU with VNNI (AVX512-VNNI or AVX-VNNI) and torch's x86 engine")
     if (calibration is None) == (ranges is None):
         raise ValueError("quantize_int8 takes one of calibration and ranges")
+    if return_logits and calibration is None:
+        raise ValueError("return_logits needs a calibration pass: stored ranges have no logits")
     torch.backends.quantized.engine = ENGINE
     with _quiet_fx_quantization():
         if ranges is not None:
@@ -194,8 +247,10 @@ def quantize_int8(
             _check_ranges(prepared)
         else:
             # the precision outside no_grad: the first call may run the policy's probe
-            prepared = _calibrated_copy(model, calibration, OBSERVER if observer is None else observer, cpu_precision())
-        return convert_fx(prepared)
+            observer = OBSERVER if observer is None else observer
+            prepared, logits = _calibrated_copy(model, calibration, observer, cpu_precision())
+        quantized = convert_fx(prepared)
+    return (quantized, logits) if return_logits else quantized
 
 
 def _load_ranges(prepared: nn.Module, ranges: dict) -> None:
@@ -216,10 +271,7 @@ def _check_ranges(prepared: nn.Module) -> None:
     for name, module in prepared.named_modules():
         low, high = getattr(module, "min_val", None), getattr(module, "max_val", None)
         if isinstance(low, torch.Tensor) and not (torch.isfinite(low).all() and torch.isfinite(high).all()):
-            raise RuntimeError(
-                f"int8 calibration: the activations at '{name}' are not finite (an untrained network, or "
-                "batch-norm statistics that were never set); use float32 or bfloat16"
-            )
+            raise RuntimeError(_NOT_FINITE.format(name=f"'{name}'"))
 
 
 def _release_quantization_caches() -> None:
