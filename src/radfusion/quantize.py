@@ -116,7 +116,7 @@ def _calibrated_copy(
     model: nn.Module, calibration: torch.Tensor, observer: str, precision: str
 ) -> tuple[nn.Module, torch.Tensor]:
     """:func:`_prepared_copy` with its observers run on ``calibration`` in ``precision``, and the
-    float32 logits of that pass. In the batches of :func:`radfusion.execution.inference_batch_size`
+    logits of that pass (computed in ``precision``, returned as float32). In the batches of :func:`radfusion.execution.inference_batch_size`
     (min-max observers keep the extremes over batches; the histograms torch keeps on transposed
     convolutions are re-binned as their range grows, so theirs depend slightly on the batches);
     ``RuntimeError`` unless every observed range is finite. The pass also runs the model's input
