@@ -37,7 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args()
-    fast = [p for p in dict.fromkeys([execution.cpu_precision(), "int8" if int8_supported() else "float32"]) if p != "float32"]
+    policy = execution.cpu_precision()
+    fast = ([] if policy == "float32" else [policy]) + (["int8"] if int8_supported() else [])
     folds = read_folds(args.results / "folds.tsv")
     print("| model, input | float32 | " + " | ".join(f"{p} | difference" for p in fast) + " |")
     print("|---|---|" + "---|---|" * len(fast))

@@ -25,7 +25,7 @@ import torch
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 
-from predict_speed import cpu_description, model_with_statistics, write_report  # noqa: E402  (this folder is on sys.path)
+from predict_speed import cpu_description, int8_probabilities, model_with_statistics, write_report  # noqa: E402  (this folder is on sys.path)
 from radfusion import execution  # noqa: E402
 from radfusion.evaluate import predict_probabilities  # noqa: E402
 from radfusion.quantize import int8_supported, quantize_int8  # noqa: E402
@@ -79,13 +79,7 @@ def main(argv=None) -> None:
         paths = {execution.cpu_precision(): lambda x, b: predict_probabilities(model, x, batch_size=b)}
         if int8_supported():
             quantized = quantize_int8(model, images[:4])
-
-            def int8(x, b, quantized=quantized):
-                with torch.inference_mode():
-                    for start in range(0, x.shape[0], b):
-                        quantized(x[start : start + b])
-
-            paths["int8"] = int8
+            paths["int8"] = lambda x, b, quantized=quantized: int8_probabilities(quantized, x, b)
         chosen = execution.inference_batch_size(size, size)
         for path, run in paths.items():
             best = seconds_per_slice(run, images, batches, args.repeats)

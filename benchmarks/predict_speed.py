@@ -93,10 +93,10 @@ def model_with_statistics(name: str, channels: int, statistics: torch.Tensor) ->
     return model.eval()
 
 
-def int8_probabilities(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``--precision int8`` without its quantization (``model`` is already quantized), in the batches
-    of :func:`radfusion.execution.inference_batch_size` as predict runs it."""
-    batch = execution.inference_batch_size(*images.shape[-2:])
+def int8_probabilities(model: torch.nn.Module, images: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """``--precision int8`` without its quantization (``model`` is already quantized), in batches of
+    ``batch`` (default :func:`radfusion.execution.inference_batch_size`, as predict runs it)."""
+    batch = batch or execution.inference_batch_size(*images.shape[-2:])
     with torch.inference_mode():
         return torch.cat([torch.sigmoid(model(images[i : i + batch])) for i in range(0, images.shape[0], batch)])
 

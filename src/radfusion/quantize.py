@@ -131,7 +131,7 @@ def _calibrated_copy(
     except RuntimeError as err:  # a histogram observer meets a non-finite range first
         if "not finite" not in str(err):
             raise
-        raise RuntimeError(_NOT_FINITE.format(name="a transposed convolution's input")) from err
+        raise RuntimeError(_NOT_FINITE.format(name="a transposed convolution")) from err
     _check_ranges(prepared)
     return prepared, torch.cat(logits)
 
